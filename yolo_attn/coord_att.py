@@ -1,0 +1,45 @@
+"""Coordinate Attention (Hou et al., "Coordinate Attention for Efficient Mobile Network Design", CVPR 2021)."""
+
+import torch
+from torch import nn
+from ultralytics.nn.modules import Conv
+
+
+class CoordAtt(nn.Module):
+    """Coordinate attention: channel attention factorised into one map along H and one along W.
+
+    z_h = mean_W(X), z_w = mean_H(X); f = h_swish(BN(Conv1x1(cat(z_h, z_wᵀ)))) with C → max(8, C / reduction);
+    a_h = σ(Conv1x1(f_h)), a_w = σ(Conv1x1(f_w)); Y = X · a_h · a_w.
+
+    Args:
+        c1 (int): Input channels.
+        c2 (int): Output channels; must equal `c1` (the layer re-weights its input).
+        reduction (int): Channel reduction of the shared bottleneck (the paper's r, 32).
+
+    Raises:
+        ValueError: If `c2 != c1` or `reduction < 1`.
+    """
+
+    def __init__(self, c1: int, c2: int, reduction: int = 32):
+        super().__init__()
+        if c2 != c1:
+            raise ValueError(f"CoordAtt keeps the channel count: expected c2 == c1, got c1={c1}, c2={c2}")
+        if reduction < 1:
+            raise ValueError(f"CoordAtt reduction must be a positive integer, got {reduction}")
+        mip = max(8, c1 // reduction)
+        # The paper's conv1 has a bias before BN; BN's shift absorbs it, so Ultralytics' bias-free Conv is equivalent.
+        self.squeeze = Conv(c1, mip, 1, act=nn.Hardswish())
+        self.attn_h = nn.Conv2d(mip, c1, 1)
+        self.attn_w = nn.Conv2d(mip, c1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Re-weight `x` (B, C, H, W) by its height and width attention maps."""
+        h, w = x.shape[2], x.shape[3]
+        # Means instead of AdaptiveAvgPool2d((None, 1)): same values, and ONNX export keeps H and W dynamic.
+        z_h = x.mean(dim=3, keepdim=True)  # (B, C, H, 1)
+        z_w = x.mean(dim=2, keepdim=True).transpose(2, 3)  # (B, C, W, 1)
+        f = self.squeeze(torch.cat((z_h, z_w), dim=2))  # (B, mip, H + W, 1)
+        f_h, f_w = torch.split(f, [h, w], dim=2)
+        a_h = self.attn_h(f_h).sigmoid()  # (B, C, H, 1)
+        a_w = self.attn_w(f_w.transpose(2, 3)).sigmoid()  # (B, C, 1, W)
+        return x * a_h * a_w

@@ -1,0 +1,202 @@
+"""Registration with Ultralytics: plugin module names become usable in model YAMLs.
+
+Ultralytics' `parse_model` injects input channels, width scaling and repeats only for modules on its private list.
+Rather than re-implement it, `register()` wraps it: each plugin row is handed to the stock parser as a stand-in it
+already understands (`Conv` for the attention layers, the stock block for the CoT versions of C2f/C3k2), and the
+real module is built from the channels, repeats and activation the parser gave the stand-in, then swapped in.
+A YAML that names no plugin module goes straight to the stock parser.
+"""
+
+import inspect
+import sys
+from typing import Callable
+
+import torch
+from torch import nn
+from ultralytics.nn.modules import C3k2, Conv
+from ultralytics.nn.modules.block import C3k
+from ultralytics.utils import LOGGER
+
+from yolo_attn.lookup import find_shipped
+
+_originals: dict[str, Callable] = {}  # patched Ultralytics function name -> original, non-empty while registered
+
+
+class LayerError(ValueError):
+    """A model YAML row that uses a plugin module wrongly; the message names the layer, module and expectation."""
+
+
+def plugin_modules() -> dict[str, type]:
+    """Return the YAML name → class of every module the plugin adds."""
+    from yolo_attn.attn_conv import AttnConv
+    from yolo_attn.coord_att import CoordAtt
+    from yolo_attn.cot import C2f_CoT, C3k2_CoT, CoTAttention
+
+    return {cls.__name__: cls for cls in (CoordAtt, CoTAttention, AttnConv, C2f_CoT, C3k2_CoT)}
+
+
+def _stand_in(cls: type) -> type:
+    """Return the stock module the parser builds in place of `cls`: its Ultralytics base block, else `Conv`."""
+    return next((base for base in cls.__mro__[1:] if base.__module__.startswith("ultralytics.")), Conv)
+
+
+def _yaml_signature(cls: type, stand_in: type) -> str:
+    """Describe the YAML arguments of `cls`: its constructor without the channels/repeats the parser supplies."""
+    params = list(inspect.signature(cls).parameters.values())
+    skip = 3 if stand_in is not Conv else 2  # (c1, c2, n) or (c1, c2)
+    return "[c2" + "".join(f", {p}" for p in params[skip:]) + "]"
+
+
+def _check_rows(rows: list, modules: dict[str, type]) -> None:
+    """Validate `from` indices of every row and the arguments of plugin rows before the parser sees them."""
+    for i, (f, _, name, args) in enumerate(rows):
+        first, last = (-1, 0) if i == 0 else (-i, i - 1)
+        for x in [f] if isinstance(f, int) else f:
+            if not isinstance(x, int) or not first <= x <= last:
+                raise LayerError(
+                    f"layer {i} ({name}): 'from' index {x!r} does not name an earlier layer; "
+                    f"expected -1 (the previous layer), a negative offset down to {-max(i, 1)}, "
+                    f"or a layer index 0..{max(i - 1, 0)}"
+                )
+        if name in modules:
+            cls = modules[name]
+            stand_in = _stand_in(cls)
+            expected = _yaml_signature(cls, stand_in)
+            if not isinstance(args, list) or not args:
+                raise LayerError(f"layer {i} ({name}): arguments {args!r} are missing c2; expected {expected}")
+            supplied = (0, 0, 0) if stand_in is not Conv else (0, 0)
+            try:
+                inspect.signature(cls).bind(*supplied, *args[1:])
+            except TypeError as e:
+                raise LayerError(f"layer {i} ({name}): arguments {args} do not fit ({e}); expected {expected}") from None
+
+
+def _substitute(rows: list, modules: dict[str, type]) -> list:
+    """Return the rows with every plugin module replaced by its stand-in."""
+    out = []
+    for f, n, name, args in rows:
+        if name in modules:
+            stand_in = _stand_in(modules[name])
+            name, args = stand_in.__name__, [args[0]] if stand_in is Conv else list(args)
+        out.append([f, n, name, args])
+    return out
+
+
+def _build(cls: type, stand_in: nn.Module, yaml_args: list, i: int) -> tuple[nn.Module, list, int]:
+    """Build the plugin module for layer `i` from what the parser gave its stand-in.
+
+    Returns:
+        (nn.Module, list, int): The module (an `nn.Sequential` for repeats), its constructor arguments and repeats.
+    """
+    name = cls.__name__
+    if isinstance(stand_in, Conv) or isinstance(stand_in, nn.Sequential):  # attention layer, stand-in Conv(c2)
+        first = stand_in[0] if isinstance(stand_in, nn.Sequential) else stand_in
+        c1, c2 = first.conv.in_channels, first.conv.out_channels
+        repeats = len(stand_in) if isinstance(stand_in, nn.Sequential) else 1
+        if c1 != c2:
+            raise LayerError(
+                f"layer {i} ({name}): {name} keeps the channel count, but its input has {c1} channels and its "
+                f"argument c2={yaml_args[0]} becomes {c2} after width scaling; expected a c2 that scales to {c1} "
+                f"(write the input layer's unscaled channel count)"
+            )
+        args, act = [c1, c2, *yaml_args[1:]], first.act
+    else:  # CoT version of a stock block, stand-in is that block with the same arguments
+        c1, c2, repeats = stand_in.cv1.conv.in_channels, stand_in.cv2.conv.out_channels, len(stand_in.m)
+        args, act = [c1, c2, repeats, *yaml_args[1:]], stand_in.cv1.act
+        if isinstance(stand_in, C3k2):  # the parser switches C3k blocks on for scales m/l/x
+            args[3:4] = [isinstance(stand_in.m[0], C3k)]
+        repeats = 1
+    default_act = Conv.default_act
+    Conv.default_act = act  # a YAML `activation:` holds only while the stock parser runs
+    try:
+        blocks = [cls(*args) for _ in range(repeats)]
+    except (ValueError, TypeError) as e:
+        raise LayerError(f"layer {i} ({name}{args}): {e}") from None
+    finally:
+        Conv.default_act = default_act
+    return (nn.Sequential(*blocks) if repeats > 1 else blocks[0]), args, repeats
+
+
+def _parse_model(d, ch, verbose=True):
+    """Ultralytics' `parse_model` with plugin modules; the stock parser unchanged for YAMLs without them."""
+    modules = plugin_modules()
+    rows = [*d["backbone"], *d["head"]]
+    plugin_rows = {i: row for i, row in enumerate(rows) if row[2] in modules}
+    if not plugin_rows:
+        return _originals["parse_model"](d, ch, verbose)
+    _check_rows(rows, modules)
+    stand_in_rows = _substitute(rows, modules)
+    nb = len(d["backbone"])
+    d = {**d, "backbone": stand_in_rows[:nb], "head": stand_in_rows[nb:]}
+
+    held = []  # the parser's summary rows, re-emitted with the plugin layers' true rows
+    LOGGER.addFilter(held.append)  # list.append returns None: the record is held back, not emitted
+    true_rows = {}
+    try:
+        model, save = _originals["parse_model"](d, ch, verbose)
+        for i, (f, _, name, args) in plugin_rows.items():
+            module, module_args, repeats = _build(modules[name], model[i], args, i)
+            module.np = sum(p.numel() for p in module.parameters())
+            module.i, module.f, module.type = i, f, f"{modules[name].__module__}.{name}"
+            model[i] = module
+            true_rows[f"{i:>3}{f!s:>20}"] = f"{i:>3}{f!s:>20}{repeats:>3}{module.np:10.0f}  {module.type:<45}{module_args!s:<30}"
+    finally:
+        LOGGER.removeFilter(held.append)
+        for record in held:
+            message = record.getMessage()
+            record.msg, record.args = true_rows.get(message[:23], message), None
+            LOGGER.handle(record)
+    return model, save
+
+
+def _check_file(file, *args, **kwargs):
+    """Ultralytics' `check_file` that also finds the plugin's shipped YAMLs by bare name."""
+    return _originals["check_file"](find_shipped(file) or file, *args, **kwargs)
+
+
+def _rebind(name: str, old: Callable, new: Callable) -> None:
+    """Point every loaded Ultralytics module's reference to function `old`, under `name`, at `new`."""
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("ultralytics") and getattr(module, name, None) is old:
+            setattr(module, name, new)
+
+
+def register() -> None:
+    """Make plugin modules usable in model YAMLs and shipped YAMLs findable by name. Idempotent."""
+    if _originals:
+        return
+    import ultralytics.nn.tasks as tasks
+    import ultralytics.utils.checks as checks
+
+    modules = plugin_modules()
+    for name, wrapper, home in (("parse_model", _parse_model, tasks), ("check_file", _check_file, checks)):
+        _originals[name] = getattr(home, name)
+        _rebind(name, _originals[name], wrapper)
+    for name, cls in modules.items():  # for code that resolves names in the parser's namespace (task guessing)
+        setattr(tasks, name, cls)
+    # Checkpoints hold pickled plugin modules; restricted (weights_only) loading needs them on its allow-list.
+    torch.serialization.add_safe_globals(
+        [
+            obj
+            for module in {sys.modules[cls.__module__] for cls in modules.values()}
+            for obj in vars(module).values()
+            if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__
+        ]
+    )
+
+
+def unregister() -> None:
+    """Undo `register()` and cancel a pending autoload, so Ultralytics behaves as if the plugin were absent."""
+    from yolo_attn import autoload
+
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, autoload._RegisterOnImport)]
+    if not _originals:
+        return
+    import ultralytics.nn.tasks as tasks
+
+    _rebind("parse_model", _parse_model, _originals["parse_model"])
+    _rebind("check_file", _check_file, _originals["check_file"])
+    for name in plugin_modules():
+        if hasattr(tasks, name):
+            delattr(tasks, name)
+    _originals.clear()
