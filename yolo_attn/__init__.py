@@ -5,8 +5,6 @@ neither torch nor Ultralytics. It arranges that the plugin registers itself with
 moment `ultralytics.nn.tasks` is imported. The operators are loaded on first attribute access.
 """
 
-from importlib import import_module
-
 from yolo_attn.autoload import activate
 
 __version__ = "0.1.0"
@@ -27,6 +25,8 @@ __all__ = ["activate", *_LAZY]
 
 def __getattr__(name: str):
     if name in _LAZY:
+        from importlib import import_module
+
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'yolo_attn' has no attribute {name!r}")
 

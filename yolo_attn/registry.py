@@ -68,7 +68,9 @@ def _check_rows(rows: list, modules: dict[str, type]) -> None:
             try:
                 inspect.signature(cls).bind(*supplied, *args[1:])
             except TypeError as e:
-                raise LayerError(f"layer {i} ({name}): arguments {args} do not fit ({e}); expected {expected}") from None
+                raise LayerError(
+                    f"layer {i} ({name}): arguments {args} do not fit ({e}); expected {expected}"
+                ) from None
 
 
 def _substitute(rows: list, modules: dict[str, type]) -> list:
@@ -139,12 +141,14 @@ def _parse_model(d, ch, verbose=True):
             module.np = sum(p.numel() for p in module.parameters())
             module.i, module.f, module.type = i, f, f"{modules[name].__module__}.{name}"
             model[i] = module
-            true_rows[f"{i:>3}{f!s:>20}"] = f"{i:>3}{f!s:>20}{repeats:>3}{module.np:10.0f}  {module.type:<45}{module_args!s:<30}"
+            lead = f"{i:>3}{f!s:>20}"  # how the parser's row for layer i starts
+            true_rows[lead] = f"{lead}{repeats:>3}{module.np:10.0f}  {module.type:<45}{module_args!s:<30}"
     finally:
         LOGGER.removeFilter(held.append)
         for record in held:
             message = record.getMessage()
-            record.msg, record.args = true_rows.get(message[:23], message), None
+            record.msg = next((row for lead, row in true_rows.items() if message.startswith(lead)), message)
+            record.args = None
             LOGGER.handle(record)
     return model, save
 

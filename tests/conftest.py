@@ -1,0 +1,49 @@
+"""Keep Ultralytics offline and away from the user's settings, in this process and in every subprocess it starts.
+
+The environment is set at import time, before any test module imports Ultralytics (which reads it on import).
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+SANDBOX = Path(tempfile.mkdtemp(prefix="yolo_attn_tests_"))
+os.environ.update(
+    YOLO_OFFLINE="1",  # no connectivity checks, downloads or event uploads
+    YOLO_AUTOINSTALL="0",  # never pip-install a missing requirement
+    YOLO_CONFIG_DIR=str(SANDBOX / "config"),  # settings (datasets_dir, runs_dir) private to this run
+)
+
+from ultralytics.utils import SETTINGS  # noqa: E402
+
+SETTINGS.update(
+    datasets_dir=str(SANDBOX / "datasets"),
+    runs_dir=str(SANDBOX / "runs"),
+    weights_dir=str(SANDBOX / "weights"),
+    sync=False,
+)
+
+YOLO_BIN = str(Path(sys.executable).with_name("yolo"))  # the installed console script of this environment
+
+
+def run(args: list, cwd: Path, env: dict = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a command in a fresh interpreter, failing the test with its output if it exits non-zero."""
+    proc = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"{' '.join(map(str, args))} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> str:
+    """Name of the tiny shipped dataset YAML, built once per test session by Ultralytics' own dataset check."""
+    from ultralytics.data.utils import check_det_dataset
+
+    check_det_dataset("synth-shapes-tiny.yaml")
+    return "synth-shapes-tiny.yaml"

@@ -1,0 +1,226 @@
+"""AttnConv: CloFormer's attention-style convolution (Fan et al., "Rethinking Local Perception in Lightweight Vision
+Transformer", 2023; official `EfficientAttention`) as a channel-keeping YOLO layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["AttnConv"]
+
+
+def _auto_head_dim(c: int) -> int:
+    """Head size used when none is given: the CloFormer configs' choice, extended down to YOLO's narrowest layers.
+
+    CloFormer uses d = 16 in every stage of XXS/XS/S except the 32-channel first stage of XXS (4 heads of 8), i.e.
+    d = 16 exactly when C >= 48 and 16 | C. Narrower layers (YOLO-n widths 16, 24, 32) get d = 8 so they keep at
+    least two heads, one local and one global; d = 4 covers C = 8 and other multiples of 4.
+    """
+    if c % 16 == 0 and c >= 48:
+        return 16
+    if c % 8 == 0 and c >= 16:
+        return 8
+    if c % 4 == 0 and c >= 8:
+        return 4
+    raise ValueError(f"AttnConv cannot choose a head dimension for c1={c} channels; pass head_dim explicitly")
+
+
+class _LocalGroup(nn.Module):
+    """Local (high-frequency) branch for g heads with one kernel size: the AttnConv proper.
+
+    [Q, K, V] = DWConv_kxk(Conv1x1(X)); W = tanh(d^-0.5 · Conv1x1(SiLU(Conv1x1(Q ⊙ K)))); out = W ⊙ V.
+    """
+
+    def __init__(self, c: int, heads: int, head_dim: int, kernel_size: int):
+        super().__init__()
+        width = heads * head_dim
+        self.heads = heads
+        self.kernel_size = kernel_size
+        self.scale = head_dim**-0.5
+        self.qkv = nn.Conv2d(c, 3 * width, 1)
+        # One depthwise conv over Q, K and V together: the shared (position-independent) aggregation weights.
+        self.dw = nn.Conv2d(3 * width, 3 * width, kernel_size, padding=kernel_size // 2, groups=3 * width)
+        # Context-aware weights come from a gated MLP on Q ⊙ K; its 1x1 convs mix all the heads of the group.
+        self.gate = nn.Sequential(nn.Conv2d(width, width, 1), nn.SiLU(), nn.Conv2d(width, width, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.dw(self.qkv(x)).chunk(3, dim=1)  # 3 x (B, g·d, H, W), channel layout (3, g, d)
+        w = torch.tanh(self.gate(q * k) * self.scale)  # (B, g·d, H, W), weights in [-1, 1]
+        return w * v
+
+
+class _GlobalGroup(nn.Module):
+    """Global (low-frequency) branch for g heads: attention from every position to an average-pooled grid.
+
+    Q = Conv1x1(X); [K, V] = Conv1x1(AvgPool_s(X)); per head softmax(Q Kᵀ · d^-0.5) V.
+    """
+
+    def __init__(self, c: int, heads: int, head_dim: int, pool_size: int):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = head_dim
+        self.pool_size = pool_size
+        self.scale = head_dim**-0.5
+        self.q = nn.Conv2d(c, heads * head_dim, 1)
+        self.kv = nn.Conv2d(c, 2 * heads * head_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        g, d, s = self.heads, self.head_dim, self.pool_size
+        q = self.q(x).reshape(b, g, d, -1).transpose(-1, -2)  # (B, g, H·W, d)
+        # The official AvgPool2d(s, s) needs H and W divisible by s. ceil_mode keeps the partial windows at the
+        # bottom/right edge; with no padding each of them is averaged over its valid pixels only, so 1x1 or 13x9 maps
+        # work and divisible sizes give exactly the official result. Exports as a single ONNX AveragePool.
+        pooled = F.avg_pool2d(x, s, s, ceil_mode=True, count_include_pad=False) if s > 1 else x  # (B, C, h', w')
+        # Channel layout of the K/V conv is (2, g, d), as in the official code.
+        k, v = self.kv(pooled).reshape(b, 2, g, d, -1).transpose(-1, -2).unbind(1)  # 2 x (B, g, h'·w', d)
+        # Fused kernel where available (no (H·W) x (h'·w') matrix kept for backward on GPU); ONNX has a symbolic.
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (B, g, H·W, d)
+        return out.transpose(-1, -2).reshape(b, g * d, h, w)
+
+
+class _ConvFFN(nn.Module):
+    """CloFormer's ConvFFN as a pre-norm residual sublayer: Y = X + Conv1x1(DWConv_5x5(GELU(Conv1x1(GN(X)))))."""
+
+    def __init__(self, c: int, hidden: int, kernel_size: int = 5):
+        super().__init__()
+        self.norm = nn.GroupNorm(1, c)
+        self.fc1 = nn.Conv2d(c, hidden, 1)
+        self.act = nn.GELU()
+        self.dw = nn.Conv2d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden)
+        self.fc2 = nn.Conv2d(hidden, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(self.dw(self.act(self.fc1(self.norm(x)))))
+
+
+class AttnConv(nn.Module):
+    """CloFormer's AttnConv mixer (official `EfficientAttention`) as a channel-keeping YOLO layer.
+
+    The C channels form `C / head_dim` heads of size d = `head_dim`. A fraction `global_ratio` of the heads forms the
+    global group; the other heads are split evenly across `kernel_sizes`, one local group per kernel size:
+
+    - local group (kernel k, g heads): [Q, K, V] = DWConv_kxk(Conv1x1(X)) with one depthwise conv over all 3·g·d
+      channels; W = tanh(d^-0.5 · Conv1x1(SiLU(Conv1x1(Q ⊙ K)))); out = W ⊙ V.
+    - global group (g heads): Q = Conv1x1(X); [K, V] = Conv1x1(AvgPool_s(X)); per head softmax(Q Kᵀ · d^-0.5) V
+      over all pooled positions. Unlike the official code, H and W need not be multiples of s: partial edge windows
+      are averaged over their valid pixels.
+    - mixer output: Conv1x1(concat(local groups..., global group)).
+
+    As in CloFormer's block the mixer sees group-normalised input: Y = X + Mixer(GroupNorm(1, C)(X)) with
+    `shortcut=True`, Y = Mixer(GroupNorm(1, C)(X)) without. The norm stays either way: it makes the Q ⊙ K gate and the
+    attention logits independent of the scale of YOLO's un-normalised activations, and keeps the parameter set the
+    same for both settings. With `ffn_ratio > 0` CloFormer's ConvFFN follows as its own pre-norm residual sublayer
+    (hidden width `ffn_ratio`·C, depthwise 5x5, GELU), regardless of `shortcut`.
+
+    Heads are assigned as: g_global = floor(heads · global_ratio), moved into [1, heads - 1] when
+    0 < global_ratio < 1 so that both branches exist; local heads are dealt to the kernel sizes in order, the first
+    ones taking the remainder; a kernel size left with no head is dropped (the official code skips empty groups too).
+
+    Defaults (d = 16, or 8 for narrow layers; one local kernel 5; half the heads global; pool 4) follow CloFormer's
+    second stage, the one at YOLO's P3 stride 8 (CloFormer-XXS/XS/S: d = 16, group split [2, 2]/[3, 3]/[4, 4],
+    kernel 5, pool 4, i.e. a 7x7 key grid at 224 px; here 20x20 at P3 and 5x5 at P5 for 640 px input). They work for
+    every channel count YOLO scales produce (all multiples of 8 from 16 up).
+
+    Args:
+        c1 (int): Input channels.
+        c2 (int): Output channels; must equal `c1`.
+        head_dim (int | None): Channels per head d. None or 0 picks 16 when 16 | C and C >= 48 (CloFormer's choice),
+            else 8 (else 4), so every YOLO width gets at least two heads.
+        kernel_sizes (int | Sequence[int]): Odd depthwise kernel size(s) of the local group(s).
+        global_ratio (float): Fraction of heads in the global group, in [0, 1]; 0 = all local, 1 = all global.
+        pool_size (int): Average-pooling window and stride s of the global group's keys and values (1 = no pooling).
+        shortcut (bool): Add the input to the output (residual form of CloFormer's block).
+        ffn_ratio (float): Hidden-width ratio of an appended ConvFFN sublayer; 0 (default) = no FFN, CloFormer uses 4.
+
+    Raises:
+        ValueError: If `c2 != c1` or an option is out of range or does not fit the channel count.
+    """
+
+    def __init__(
+        self,
+        c1: int,
+        c2: int,
+        head_dim: int | None = None,
+        kernel_sizes: int | Sequence[int] = 5,
+        global_ratio: float = 0.5,
+        pool_size: int = 4,
+        shortcut: bool = True,
+        ffn_ratio: float = 0.0,
+    ):
+        super().__init__()
+        if c2 != c1:
+            raise ValueError(f"AttnConv keeps the channel count: expected c2 == c1, got c1={c1}, c2={c2}")
+        c = c1
+        if head_dim is None or (_is_int(head_dim) and head_dim == 0):
+            head_dim = _auto_head_dim(c)
+        elif not _is_int(head_dim) or head_dim < 1 or c % head_dim:
+            raise ValueError(f"AttnConv head_dim must be a positive divisor of c1={c}, got {head_dim!r}")
+        ks = list(kernel_sizes) if isinstance(kernel_sizes, (list, tuple)) else [kernel_sizes]
+        if not ks or not all(_is_int(k) and k >= 1 and k % 2 == 1 for k in ks):
+            raise ValueError(f"AttnConv kernel_sizes must be odd positive integers, got {kernel_sizes!r}")
+        if not _is_number(global_ratio) or not 0 <= global_ratio <= 1:
+            raise ValueError(f"AttnConv global_ratio must be a number in [0, 1], got {global_ratio!r}")
+        if not _is_int(pool_size) or pool_size < 1:
+            raise ValueError(f"AttnConv pool_size must be a positive integer, got {pool_size!r}")
+        if not _is_number(ffn_ratio) or ffn_ratio < 0:
+            raise ValueError(f"AttnConv ffn_ratio must be a number >= 0, got {ffn_ratio!r}")
+        if ffn_ratio > 0 and int(c * ffn_ratio) < 1:
+            raise ValueError(f"AttnConv ffn_ratio={ffn_ratio} gives no hidden channels for c1={c}")
+
+        heads = c // head_dim
+        n_global = int(heads * global_ratio + 1e-9)  # the epsilon guards against 0.7 * 10 = 6.999...
+        if 0 < global_ratio < 1:
+            if heads < 2:
+                raise ValueError(
+                    f"AttnConv needs at least 2 heads for both a local and a global group (0 < global_ratio < 1), "
+                    f"got c1={c} with head_dim={head_dim}: use a smaller head_dim or global_ratio 0 or 1"
+                )
+            n_global = min(max(n_global, 1), heads - 1)
+        n_local = heads - n_global
+        split = [n_local // len(ks) + (i < n_local % len(ks)) for i in range(len(ks))]
+
+        self.c = c
+        self.head_dim = head_dim
+        self.heads = heads
+        self.group_split = [*split, n_global]  # official layout: heads per kernel size, then global heads
+        self.kernel_sizes = ks
+        self.pool_size = pool_size
+        self.shortcut = bool(shortcut)
+        self.norm = nn.GroupNorm(1, c)
+        self.local_groups = nn.ModuleList(_LocalGroup(c, g, head_dim, k) for g, k in zip(split, ks) if g > 0)
+        self.global_group = _GlobalGroup(c, n_global, head_dim, pool_size) if n_global > 0 else None
+        self.proj = nn.Conv2d(c, c, 1)
+        self.ffn = _ConvFFN(c, int(c * ffn_ratio)) if ffn_ratio > 0 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the layer to `x` of shape (B, C, H, W); any B and any H, W >= 1. Returns (B, C, H, W)."""
+        t = self.norm(x)
+        groups = [group(t) for group in self.local_groups]  # each (B, g·d, H, W)
+        if self.global_group is not None:
+            groups.append(self.global_group(t))  # (B, g·d, H, W)
+        y = self.proj(torch.cat(groups, dim=1))  # (B, C, H, W)
+        if self.shortcut:
+            y = x + y
+        if self.ffn is not None:
+            y = self.ffn(y)
+        return y
+
+    def extra_repr(self) -> str:
+        return (
+            f"c={self.c}, heads={self.heads}, head_dim={self.head_dim}, group_split={self.group_split}, "
+            f"kernel_sizes={self.kernel_sizes}, pool_size={self.pool_size}, shortcut={self.shortcut}"
+        )
+
+
+def _is_int(v: object) -> bool:
+    """True for integers, False for bools (a YAML `true` must not pass as 1)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    """True for ints and floats, False for bools."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

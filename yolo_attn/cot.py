@@ -1,0 +1,266 @@
+"""Contextual Transformer (Li et al., "Contextual Transformer Networks for Visual Recognition", TPAMI 2022).
+
+`CoTAttention` follows the official CoTNet `CotLayer`: a grouped k x k conv mines the static context of the keys,
+a 1x1 "embed" on [query; static context] yields per-position local k x k attention maps, the maps aggregate the values
+(dynamic context), and a split-attention (radix 2) fusion mixes the static and dynamic contexts per channel.
+
+`CoTBottleneck`, `C3k_CoT`, `C2f_CoT` and `C3k2_CoT` carry CoTNet's own use of the block (the CoT block replaces the
+3x3 conv of a bottleneck) into the Ultralytics C2f / C3k2 family.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from ultralytics.nn.modules import C2f, C3k2, Conv
+from ultralytics.nn.modules.block import C3k, PSABlock
+
+__all__ = ("CoTAttention", "CoTBottleneck", "C3k_CoT", "C2f_CoT", "C3k2_CoT", "PooledBatchNorm2d", "local_aggregate")
+
+SHARE_PLANES = 8  # channels c, c + C/8, c + 2C/8, ... share one local attention map (official `share_planes`)
+RADIX = 2  # split attention over {dynamic context, static context}
+
+
+class PooledBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that also trains on a batch holding a single value per channel.
+
+    The fusion branch of CoT normalises a globally pooled (B, C, 1, 1) tensor, so in training mode a batch of one image
+    gives one value per channel and `nn.BatchNorm2d` raises ("Expected more than 1 value per channel when training").
+    YOLO training does meet batch 1 (tiny data sets, the last batch of an epoch, `batch=1`). For that case only this
+    layer normalises with its running statistics, exactly as in eval mode, and leaves them unchanged: a single sample
+    carries no variance estimate. Weight and bias still receive gradients. The switch reads the tensor's shape, never
+    its values, so tracing and export are unaffected (in eval mode it is never taken).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise `x` (B, C, H, W); in training mode with B * H * W == 1, use the running statistics."""
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+def _shift(i: int, k: int) -> slice:
+    """Slice that picks the window at offset `i` of a k-tap neighbourhood from a tensor zero-padded by k // 2 per side.
+
+    The end is a negative constant (or None), not one derived from the input size, so ONNX export keeps H and W
+    dynamic without any shape arithmetic.
+    """
+    return slice(i, i - (k - 1) or None)
+
+
+def local_aggregate(v: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Aggregate values over each position's k x k neighbourhood with per-position weights (CoT dynamic context).
+
+    out[b, c, p] = sum over offsets d of attn[b, c mod G, d, p] * v[b, c, p + d], zero padded, where G = C / 8 is the
+    number of attention maps. This is the official CoTNet `LocalConvolution` (a CUDA kernel there) written as a loop
+    over the k^2 offsets of a padded `v`, so memory stays O(C * H * W): an unfold of `v` would materialise a
+    k^2 * C * H * W tensor.
+
+    Args:
+        v (torch.Tensor): Values, (B, C, H, W) with C divisible by G.
+        attn (torch.Tensor): Local attention maps, (B, G, k * k, H, W), offsets in row-major order.
+        kernel_size (int): Odd neighbourhood size k.
+
+    Returns:
+        (torch.Tensor): Aggregated values, (B, C, H, W).
+    """
+    k, p = kernel_size, kernel_size // 2
+    g = attn.shape[1]
+    # Channel c = j * G + m uses map m: split C into (C / G, G) so the G maps broadcast over the leading axis.
+    vp = F.pad(v, (p, p, p, p)).unflatten(1, (-1, g))  # (B, C/G, G, H+2p, W+2p)
+    out = None
+    for i in range(k):
+        for j in range(k):
+            term = attn[:, :, i * k + j].unsqueeze(1) * vp[..., _shift(i, k), _shift(j, k)]  # (B, C/G, G, H, W)
+            out = term if out is None else out + term
+    return out.flatten(1, 2)  # (B, C, H, W)
+
+
+class CoTAttention(nn.Module):
+    """Contextual Transformer (CoT) block, as the official CoTNet `CotLayer`, with an optional YOLO-style shortcut.
+
+    K1 = ReLU(BN(Conv_kxk(X, groups=4)))                static context
+    A  = GN(Conv1x1(ReLU(BN(Conv1x1([X; K1])))))        2C -> C/2 -> k^2 * C/8 channels, C/8 GN groups
+    V  = BN(Conv1x1(X))                                 values
+    K2 = SiLU(BN(sum_d A[c mod C/8, d] * V[c, p + d]))  dynamic context (no softmax, as official)
+    z  = Conv1x1(ReLU(BN(Conv1x1(mean_HW(K1 + K2)))))   C -> max(C/2, 32) -> 2C
+    (a_dyn, a_stat) = softmax of the pair (z[2c], z[2c + 1]);  Y = a_dyn * K2 + a_stat * K1
+    out = X + Y if shortcut else Y
+
+    Conv + BN pairs are Ultralytics `Conv` layers, so `model.fuse()` folds them. Two small departures from the official
+    code, neither changing the function class: the fusion's first 1x1 conv has no bias (BN's shift absorbs it), and
+    its BN is a `PooledBatchNorm2d` so that training with batch size 1 works.
+
+    Args:
+        c1 (int): Input channels.
+        c2 (int): Output channels; must equal `c1` and be divisible by 8 (channels share attention maps in groups of 8).
+        kernel_size (int): Odd size k of the static-context conv and of the local attention window.
+        shortcut (bool): Add the input to the output. On by default so the block starts near identity when it is
+            inserted into a trained network (a YOLO layer convention; the official `CotLayer` returns Y).
+
+    Raises:
+        ValueError: If `c2 != c1`, `c1` is not a positive multiple of 8, or `kernel_size` is not a positive odd integer.
+    """
+
+    def __init__(self, c1: int, c2: int, kernel_size: int = 3, shortcut: bool = True):
+        super().__init__()
+        if c2 != c1:
+            raise ValueError(f"CoTAttention keeps the channel count: expected c2 == c1, got c1={c1}, c2={c2}")
+        if c1 <= 0 or c1 % SHARE_PLANES:
+            raise ValueError(
+                f"CoTAttention needs channels divisible by {SHARE_PLANES} (shared attention maps), got {c1}"
+            )
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"CoTAttention kernel_size must be a positive odd integer, got {kernel_size}")
+        c, k = c1, kernel_size
+        self.kernel_size = k
+        self.shortcut = shortcut
+        n_maps = c // SHARE_PLANES
+        attn_chs = max(c * RADIX // 4, 32)  # official: reduction_factor 4 on radix * C
+
+        self.key = Conv(c, c, k, 1, g=4, act=nn.ReLU())  # static context K1
+        self.attn_reduce = Conv(2 * c, c // 2, 1, act=nn.ReLU())
+        self.attn_expand = nn.Conv2d(c // 2, k * k * n_maps, 1)  # with bias, as official
+        self.attn_norm = nn.GroupNorm(n_maps, k * k * n_maps)  # one group per k x k map
+        self.value = Conv(c, c, 1, act=False)
+        self.dyn_bn = nn.BatchNorm2d(c)
+        self.dyn_act = nn.SiLU()
+        self.se_reduce = Conv(c, attn_chs, 1, act=nn.ReLU())
+        self.se_reduce.bn = PooledBatchNorm2d(attn_chs)  # normalises a (B, C, 1, 1) tensor: must survive B == 1
+        self.se_expand = nn.Conv2d(attn_chs, RADIX * c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the CoT block.
+
+        Args:
+            x (torch.Tensor): Input, (B, C, H, W).
+
+        Returns:
+            (torch.Tensor): Output, (B, C, H, W).
+        """
+        k1 = self.key(x)  # (B, C, H, W) static context
+        a = self.attn_norm(self.attn_expand(self.attn_reduce(torch.cat((x, k1), 1))))  # (B, k*k*C/8, H, W)
+        a = a.unflatten(1, (-1, self.kernel_size * self.kernel_size))  # (B, C/8, k*k, H, W)
+        k2 = self.dyn_act(self.dyn_bn(local_aggregate(self.value(x), a, self.kernel_size)))  # (B, C, H, W) dynamic
+        s = (k1 + k2).mean((2, 3), keepdim=True)  # (B, C, 1, 1)
+        z = self.se_expand(self.se_reduce(s))  # (B, 2C, 1, 1); channel 2c: dynamic logit, 2c + 1: static logit
+        w = z.unflatten(1, (-1, RADIX)).softmax(2)  # (B, C, 2, 1, 1)
+        y = w[:, :, 0] * k2 + w[:, :, 1] * k1
+        return x + y if self.shortcut else y
+
+
+class CoTBottleneck(nn.Module):
+    """Ultralytics `Bottleneck` whose second conv is a CoT block, CoTNet's use of CoT (it replaces the 3x3 conv).
+
+    Stock: x -> Conv_k0(c1 -> c_) -> Conv_k1(c_ -> c2, groups g) (+ x). Here the second conv becomes
+    `CoTAttention(c_, c_, kernel_size=k[1], shortcut=False)`; the bottleneck's own shortcut stays. CoT keeps the channel
+    count, so the hidden width must already be the output width: c_ = int(c2 * e) == c2, which holds where C2f and C3k
+    build their bottlenecks (e=1.0, hence the default here). CoT fixes its own grouping (a 4-group key conv and maps
+    shared by 8 channels), so `g` has nothing to act on and only g=1 is accepted rather than silently ignored.
+
+    Args:
+        c1 (int): Input channels.
+        c2 (int): Output channels.
+        shortcut (bool): Add the input to the output when c1 == c2.
+        g (int): Groups of the replaced conv; must be 1.
+        k (tuple[int, int]): Kernel size of the first conv and of the CoT block (odd ints).
+        e (float): Expansion ratio; int(c2 * e) must equal c2.
+
+    Raises:
+        ValueError: If int(c2 * e) != c2 or g != 1 (and as CoTAttention for unsupported widths or kernels).
+    """
+
+    def __init__(self, c1: int, c2: int, shortcut: bool = True, g: int = 1, k: tuple = (3, 3), e: float = 1.0):
+        super().__init__()
+        c_ = int(c2 * e)  # hidden channels
+        if c_ != c2:
+            raise ValueError(f"CoTBottleneck needs hidden width == c2 (CoT keeps channels), got int({c2} * {e}) = {c_}")
+        if g != 1:
+            raise ValueError(f"CoTBottleneck supports only g=1 (the CoT block has its own grouping), got g={g}")
+        self.cv1 = Conv(c1, c_, k[0], 1)
+        self.cv2 = CoTAttention(c_, c2, kernel_size=k[1], shortcut=False)
+        self.add = shortcut and c1 == c2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the bottleneck with optional shortcut connection."""
+        return x + self.cv2(self.cv1(x)) if self.add else self.cv2(self.cv1(x))
+
+
+class C3k_CoT(C3k):
+    """Ultralytics `C3k` whose bottlenecks are `CoTBottleneck`s (a CoT block of kernel k replaces each k x k conv).
+
+    Args:
+        c1 (int): Input channels.
+        c2 (int): Output channels.
+        n (int): Number of bottlenecks.
+        shortcut (bool): Whether the bottlenecks use shortcut connections.
+        g (int): Groups; must be 1 (see `CoTBottleneck`).
+        e (float): Expansion ratio; the hidden width int(c2 * e) must be divisible by 8.
+        k (int): Kernel size of the bottlenecks' conv and CoT block.
+    """
+
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5, k: int = 3):
+        super().__init__(c1, c2, n, shortcut, g, e, k)
+        c_ = int(c2 * e)  # hidden channels
+        self.m = nn.Sequential(*(CoTBottleneck(c_, c_, shortcut, g, k=(k, k), e=1.0) for _ in range(n)))
+
+
+class C2f_CoT(C2f):
+    """Ultralytics `C2f` whose bottlenecks are `CoTBottleneck`s; forward and forward_split are the stock ones.
+
+    Args:
+        c1 (int): Input channels.
+        c2 (int): Output channels.
+        n (int): Number of bottlenecks.
+        shortcut (bool): Whether the bottlenecks use shortcut connections.
+        g (int): Groups; must be 1 (see `CoTBottleneck`).
+        e (float): Expansion ratio; the hidden width int(c2 * e) must be divisible by 8.
+    """
+
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = False, g: int = 1, e: float = 0.5):
+        super().__init__(c1, c2, n, shortcut, g, e)
+        self.m = nn.ModuleList(CoTBottleneck(self.c, self.c, shortcut, g, k=(3, 3), e=1.0) for _ in range(n))
+
+
+class C3k2_CoT(C3k2):
+    """Ultralytics `C3k2` whose every bottleneck uses CoT; forward and forward_split are the stock ones.
+
+    Per inner block, as the stock C3k2: `C3k_CoT` when c3k, else a `CoTBottleneck` followed, when attn, by the stock
+    `PSABlock` (kept: it is a separate global-attention stage, not a bottleneck conv, and YAMLs that set attn keep
+    working). One difference in shape: the stock plain bottleneck here uses e=0.5 (c -> c/2 -> c); CoT keeps channels,
+    so `CoTBottleneck` runs at full width (e=1.0).
+
+    Args:
+        c1 (int): Input channels.
+        c2 (int): Output channels.
+        n (int): Number of blocks.
+        c3k (bool): Whether to use C3k_CoT blocks.
+        e (float): Expansion ratio; the hidden width int(c2 * e) must be divisible by 8 (by 16 when c3k, whose inner
+            C3k halves it again).
+        attn (bool): Whether to follow each bottleneck with the stock PSABlock.
+        g (int): Groups; must be 1 (see `CoTBottleneck`).
+        shortcut (bool): Whether to use shortcut connections.
+    """
+
+    def __init__(
+        self,
+        c1: int,
+        c2: int,
+        n: int = 1,
+        c3k: bool = False,
+        e: float = 0.5,
+        attn: bool = False,
+        g: int = 1,
+        shortcut: bool = True,
+    ):
+        super().__init__(c1, c2, n, c3k, e, attn, g, shortcut)
+        self.m = nn.ModuleList(
+            nn.Sequential(
+                CoTBottleneck(self.c, self.c, shortcut, g),
+                PSABlock(self.c, attn_ratio=0.5, num_heads=max(self.c // 64, 1)),
+            )
+            if attn
+            else C3k_CoT(self.c, self.c, 2, shortcut, g)
+            if c3k
+            else CoTBottleneck(self.c, self.c, shortcut, g)
+            for _ in range(n)
+        )
