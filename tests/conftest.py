@@ -33,7 +33,11 @@ YOLO_BIN = str(Path(sys.executable).with_name("yolo"))  # the installed console 
 def run(args: list, cwd: Path, env: dict = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a command in a fresh interpreter, failing the test with its output if it exits non-zero."""
     proc = subprocess.run(
-        [str(a) for a in args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+        [str(a) for a in args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
     assert proc.returncode == 0, f"{' '.join(map(str, args))} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"

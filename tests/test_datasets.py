@@ -43,7 +43,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_labels_match_drawn_objects(tmp_path):
-    n, seed, count = 128, 3, 6
+    n, seed, count = 128, 3, 12
     root = ss.generate(tmp_path / "ds", n_train=count, n_val=0, imgsz=n, seed=seed)
     n_labels = 0
     for i in range(count):
