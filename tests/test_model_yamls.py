@@ -1,0 +1,198 @@
+"""Shipped model YAMLs: stock wiring once the plugin rows are taken out, every scale builds with channels kept, forward
+shapes as stock, and lookup by the scaled name.
+
+The wiring check is generic: it deletes the channel-keeping attention rows, remaps `from` indices and renames the CoT
+blocks, then requires the stock twin's rows exactly; no per-YAML index table.
+"""
+
+import re
+from copy import deepcopy
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+import ultralytics
+from ultralytics import YOLO
+from ultralytics.nn.tasks import DetectionModel, parse_model
+from ultralytics.utils import YAML
+
+from yolo_attn.lookup import shipped_dir
+
+YAML_DIR = shipped_dir("model_yamls")
+YAMLS = sorted(YAML_DIR.glob("*.yaml"))
+ATTENTION = {"CoordAtt", "CoTAttention", "AttnConv"}  # channel-keeping layers: inserted rows
+BLOCKS = {"C2f_CoT": "C2f", "C3k2_CoT": "C3k2"}  # drop-in replacements: renamed rows
+STOCK_DIR = Path(ultralytics.__file__).parent / "cfg" / "models"
+STOCK = {"yolov8": STOCK_DIR / "v8" / "yolov8.yaml", "yolo11": STOCK_DIR / "11" / "yolo11.yaml"}
+SCALES = "nsmlx"
+EXPECTED = {
+    f"{family}-{variant}.yaml"
+    for family in STOCK
+    for variant in ("ca", "cot", "attnconv", "ca-neck", "cot-neck", "attnconv-neck")
+} | {"yolov8-c2f-cot.yaml", "yolo11-c3k2-cot.yaml"}
+
+
+def family(path: Path) -> str:
+    """Return the stock family (a key of STOCK) a shipped YAML is derived from, from its file name."""
+    match = re.match(r"(yolov8|yolo11)-", path.name)
+    assert match, f"{path.name}: no stock twin known (name must start with one of {sorted(STOCK)} and '-')"
+    return match.group(1)
+
+
+def strip_plugin(rows: list) -> list:
+    """Return `rows` without attention rows, `from` indices remapped, CoT blocks renamed to their stock blocks.
+
+    An index that pointed at an attention row maps to the row that attention row read from (following chains of
+    attention rows). Relative indices stay relative and absolute ones absolute, so the result compares literally.
+    """
+    alias = {}  # old index of an attention row -> old index of the row it reads
+    new_index = {-1: -1}  # old index of a kept row (-1: the image) -> its index once the attention rows are gone
+    out = []
+
+    def resolve(i: int, x: int) -> int:
+        j = i + x if x < 0 else x
+        while j in alias:
+            j = alias[j]
+        return j
+
+    for i, (f, n, m, args) in enumerate(rows):
+        if m in ATTENTION:
+            assert isinstance(f, int), f"row {i} ({m}): a channel-keeping layer reads one layer, got from={f}"
+            alias[i] = resolve(i, f)
+            continue
+        remapped = [new_index[resolve(i, x)] - (len(out) if x < 0 else 0) for x in ([f] if isinstance(f, int) else f)]
+        new_index[i] = len(out)
+        out.append([remapped[0] if isinstance(f, int) else remapped, n, BLOCKS.get(m, m), args])
+    return out
+
+
+def bypassed_attention(rows: list) -> list:
+    """Return (reader, j) for every row that reads a layer j which an attention row wraps, other than that row.
+
+    Once attention wraps layer j, every stock reader of j must read the attention output instead; reading j directly
+    would bypass it, which `strip_plugin` cannot see (it maps both to stock j).
+    """
+    absolute = [[i + x if x < 0 else x for x in ([f] if isinstance(f, int) else f)] for i, (f, *_) in enumerate(rows)]
+    wrapped = {absolute[i][0]: i for i, (_, _, m, _) in enumerate(rows) if m in ATTENTION}
+    return [(i, j) for i, sources in enumerate(absolute) for j in sources if j in wrapped and wrapped[j] != i]
+
+
+def layer_channels(layers, x: torch.Tensor) -> list:
+    """Run `x` through a parsed model's layers up to (not including) the head; return each layer's (c_in, c_out)."""
+    y, channels = [], []
+    for m in layers[:-1]:
+        if m.f != -1:
+            x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+        c_in = x.shape[1] if isinstance(x, torch.Tensor) else sum(t.shape[1] for t in x)
+        x = m(x)
+        y.append(x)
+        channels.append((c_in, x.shape[1]))
+    return channels
+
+
+def build(path: Path, scale: str) -> DetectionModel:
+    """Build a shipped (or stock) YAML at `scale` with `DetectionModel`, which also runs its 256 px stride forward."""
+    with torch.no_grad():  # the stride forward needs no autograd graph
+        return DetectionModel({**YAML.load(path), "scale": scale}, verbose=False)
+
+
+@cache
+def model_n(path: Path) -> DetectionModel:
+    """Scale-n build, shared by the tests that use it (larger scales are built, checked and dropped)."""
+    torch.manual_seed(0)
+    return build(path, "n").eval()
+
+
+@cache
+def stock_channels(fam: str, scale: str) -> list:
+    """(c_in, c_out) of each layer but the head of the stock twin at `scale` (parsed only: no stride forward)."""
+    layers, _ = parse_model(deepcopy({**YAML.load(STOCK[fam]), "scale": scale}), ch=3, verbose=False)
+    with torch.no_grad():
+        return layer_channels(layers.eval(), torch.zeros(1, 3, 32, 32))
+
+
+def outputs(x) -> list:
+    """Flatten a model's (nested) output into a list of tensors."""
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, dict):
+        x = list(x.values())
+    return [t for item in (x if isinstance(x, (list, tuple)) else []) for t in outputs(item)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Build on one thread: ~70 builds of small ops, where a second thread gains little on 2 shared cores and
+    OpenMP's spinning threads lose a lot when the cores are busy. Restored for the test modules after this one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_planned_yaml_is_shipped():
+    assert EXPECTED <= {p.name for p in YAMLS}, f"missing: {sorted(EXPECTED - {p.name for p in YAMLS})}"
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
+def test_wiring_is_stock_without_plugin_rows(path):
+    d, stock = YAML.load(path), YAML.load(STOCK[family(path)])
+    rows = d["backbone"] + d["head"]
+    assert any(m in ATTENTION or m in BLOCKS for _, _, m, _ in rows), f"{path.name} uses no plugin module"
+    assert d["scales"] == stock["scales"]
+    assert d["nc"] == stock["nc"]
+    bypassed = bypassed_attention(rows)
+    assert not bypassed, f"{path.name}: (row, layer) pairs that read around the layer's attention: {bypassed}"
+    stripped = strip_plugin(rows)
+    nb = len(strip_plugin(d["backbone"]))  # attention rows of the backbone belong to the backbone
+    assert stripped[:nb] == stock["backbone"], f"{path.name}: backbone differs from {STOCK[family(path)].name}"
+    assert stripped[nb:] == stock["head"], f"{path.name}: head differs from {STOCK[family(path)].name}"
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
+def test_starts_with_comment_block(path):
+    lines = path.read_text().splitlines()
+    block = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
+    assert len(block) >= 3, f"{path.name} must start with a comment block (operator, where and why, wiring, usage)"
+    assert block[0].startswith("# yolo_attn:")
+    scaled = re.sub(r"^(yolov8|yolo11)-", r"\1n-", path.name)
+    assert any("Usage:" in line and scaled in line for line in block), f"usage line should name {scaled}"
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
+def test_builds_at_every_scale_with_channels_kept(path):
+    d = YAML.load(path)
+    names = [m for _, _, m, _ in d["backbone"] + d["head"]]
+    attention = [m in ATTENTION for m in names]
+    plugin = {i: m for i, m in enumerate(names) if m in ATTENTION or m in BLOCKS}
+    for scale in SCALES:
+        model = model_n(path) if scale == "n" else build(path, scale).eval()
+        assert {i: type(model.model[i]).__name__ for i in plugin} == plugin, "plugin rows must build plugin modules"
+        with torch.no_grad():
+            got = layer_channels(model.model, torch.zeros(1, 3, 32, 32))
+        del model
+        for i, (c_in, c_out) in enumerate(got):
+            if attention[i]:
+                assert c_out == c_in, f"{path.name} scale {scale}: layer {i} changed {c_in} to {c_out} channels"
+        kept = [c for c, att in zip(got, attention) if not att]
+        assert kept == stock_channels(family(path), scale), f"{path.name} scale {scale}: channels differ from stock"
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (96, 160)], ids=["square", "rect"])
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
+def test_forward_shapes_as_stock(path, shape):
+    x = torch.rand(1, 3, *shape)
+    with torch.no_grad():
+        got = [t.shape for t in outputs(model_n(path)(x))]
+        expected = [t.shape for t in outputs(model_n(STOCK[family(path)])(x))]
+    assert got == expected
+
+
+def test_scaled_name_builds_that_scale():
+    model = YOLO("yolov8s-cot.yaml").model  # found by bare name, scale letter stripped by Ultralytics
+    assert model.yaml["scale"] == "s"
+    with torch.no_grad():
+        channels = layer_channels(model.model.eval(), torch.zeros(1, 3, 32, 32))
+    cot = [channels[i] for i, m in enumerate(model.model) if type(m).__name__ == "CoTAttention"]
+    assert cot == [(256, 256), (512, 512)]  # P4 and P5 at width 0.5; scale n would give 128 and 256
