@@ -66,10 +66,12 @@ def trained(tmp_path_factory, tiny_data):
 
 def test_yolo_val_and_predict_commands(trained, tiny_data):
     work, best = trained
-    out = run([YOLO_BIN, "val", f"model={best}", f"data={tiny_data}", "imgsz=64", "batch=8", "plots=False"], work)
+    val = [YOLO_BIN, "val", f"model={best}", f"data={tiny_data}", "imgsz=64", "batch=8", "plots=False"]
+    out = run([*val, f"project={work}", "name=val"], work)  # an explicit project keeps runs out of site-packages
     assert "all" in out.stdout + out.stderr  # the metrics table row over all classes
     image = next(Path(check_det_dataset(tiny_data)["val"]).glob("*.jpg"))
-    out = run([YOLO_BIN, "predict", f"model={best}", f"source={image}", "imgsz=64", "save=False"], work)
+    predict = [YOLO_BIN, "predict", f"model={best}", f"source={image}", "imgsz=64", "save=False"]
+    out = run([*predict, f"project={work}", "name=predict"], work)
     assert "64x64" in out.stdout + out.stderr or "inference" in out.stdout + out.stderr
 
 

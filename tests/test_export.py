@@ -475,5 +475,6 @@ def test_yolo_predict_onnx_gives_the_pt_detections(tmp_path, all_ops_ckpt, all_o
 def test_yolo_val_runs_on_onnx(tmp_path, tiny_data):
     ckpt = make_checkpoint("yolov8n-cot.yaml", tmp_path / "val.pt", spread_scores=False)
     f = export(ckpt, "val", format="onnx", dynamic=False, simplify=False)
-    out = run([YOLO_BIN, "val", f"model={f}", f"data={tiny_data}", f"imgsz={IMGSZ}", "plots=False"], tmp_path)
+    val = [YOLO_BIN, "val", f"model={f}", f"data={tiny_data}", f"imgsz={IMGSZ}", "plots=False"]
+    out = run([*val, f"project={tmp_path}", "name=val"], tmp_path)
     assert re.search(r"^\s+all\s+8\s+\d+", out.stdout + out.stderr, re.MULTILINE)  # metrics row over all 8 images

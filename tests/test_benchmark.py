@@ -1,0 +1,148 @@
+"""The benchmark command on its tiniest setting, and the FLOP count it relies on."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run
+from ultralytics import YOLO
+from ultralytics.utils.torch_utils import get_flops
+
+from yolo_attn import CoordAtt, CoTAttention
+from yolo_attn.benchmark import count_flops, discover, noise_test
+from yolo_attn.cot import local_aggregate
+from yolo_attn.lookup import shipped_dir
+
+BENCH_BIN = Path(sys.executable).with_name("yolo-attn-bench")  # the console script the README documents
+TINY = ["--epochs", "1", "--imgsz-train", "64", "--seeds", "1", "--imgsz-latency", "64", "--imgsz-step", "64"]
+TINY += ["--step-batch", "2", "--rounds", "1", "--runs", "1", "--warmup", "0", "--step-rounds", "1", "--step-runs", "1"]
+
+
+def expected_rows() -> list[str]:
+    """Stock n models and every shipped YAML at scale n, named as `yolo` names them (yolov8-cot.yaml -> yolov8n-cot)."""
+    shipped = sorted(shipped_dir("model_yamls").glob("*.yaml"))
+    assert shipped
+    return ["yolov8n", "yolo11n"] + [p.stem.replace("-", "n-", 1) for p in shipped]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory, tiny_data):
+    """Run the benchmark command once over every model: 1 tiny epoch, 1 seed, 64 px everywhere."""
+    out = tmp_path_factory.mktemp("bench")
+    proc = run([BENCH_BIN, "--data", tiny_data, *TINY, "--out", out], out, timeout=600)
+    return out, json.loads((out / "benchmark.json").read_text()), proc.stdout
+
+
+def test_table_has_every_model_with_every_column(bench):
+    out, raw, stdout = bench
+    tables = markdown_tables((out / "benchmark.md").read_text())
+    assert len(tables) == 2  # main table, GFLOPs in detail
+    header, rows = tables[0][0], tables[0][2:]
+    names = [row.split("|")[1].strip().strip("*") for row in rows]
+    assert sorted(names) == sorted(expected_rows())
+    assert len(header.split("|")) == len(rows[0].split("|"))
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[2:-1]]
+        assert "—" not in cells[:-1] and "error" not in row, row  # every measurement present (Δ is "—" only for stock)
+    assert all(not m["errors"] for m in raw["models"])
+    stock = {m["family"]: m for m in raw["models"] if m["stock"]}
+    for m in raw["models"]:
+        assert m["pytorch_ratio"] > 0 and m["onnx_ratio"] > 0 and m["train_step_ratio"] > 0
+        assert len(m["map_seeds"]) == 1 and 0 <= m["map_seeds"][0] <= 1
+        if m["stock"]:
+            assert m["pytorch_ratio"] == m["onnx_ratio"] == m["train_step_ratio"] == 1
+        else:
+            assert m["family"] in stock
+    assert (out / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "benchmark.csv").read_text().count("\n") == len(rows) + 1
+
+
+def test_flop_counts_in_the_table(bench):
+    """Stock models: the full count equals Ultralytics' (its rules cover them). Plugin layers: the full count covers
+    all that THOP's rules count (the elementwise rest on top); the whole-model difference is small either way."""
+    _, raw, _ = bench
+    for m in raw["models"]:
+        detail = m["gflops_detail"]
+        if m["stock"]:
+            assert m["gflops_full"] == pytest.approx(m["gflops_ultralytics"], rel=0.005)
+            assert detail["plugin_layers"] == 0
+        else:
+            assert detail["plugin_layers"] > 0
+            assert detail["plugin_full"] >= detail["plugin_thop"] > 0
+            assert m["gflops_full"] == pytest.approx(m["gflops_ultralytics"], rel=0.05)
+    rows = markdown_tables((bench[0] / "benchmark.md").read_text())[1][2:]
+    assert sorted(row.split("|")[1].strip() for row in rows) == sorted(expected_rows())
+
+
+def markdown_tables(text: str) -> list[list[str]]:
+    """The Markdown tables of a document, each as its list of lines."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def test_discover_names_and_filter():
+    names = [e.name for e in discover()]
+    assert names[:1] == ["yolov8n"] and sorted(names) == sorted(expected_rows())
+    assert [e.name for e in discover(["yolo11n-ca"])] == ["yolo11n", "yolo11n-ca"]  # stock of the family comes along
+    assert [e.name for e in discover(["yolov8n"])] == ["yolov8n"]
+    with pytest.raises(SystemExit):
+        discover(["no-such-model"])
+
+
+def test_full_count_of_stock_model_equals_ultralytics_at_640():
+    model = YOLO("yolov8n.yaml").model.fuse(verbose=False)
+    assert count_flops(model, 640) / 1e9 == pytest.approx(get_flops(model, 640), rel=0.001)  # 8.7 GFLOPs
+
+
+def test_local_aggregation_counts_k2_products_and_sums():
+    b, c, h, w, k = 1, 16, 5, 7, 3
+    v, a = torch.rand(b, c, h, w), torch.rand(b, c // 8, k * k, h, w)
+    assert count_flops(Lambda(lambda x: local_aggregate(x, a, k)), v) == (2 * k * k - 1) * c * h * w
+
+
+def test_coord_att_count_matches_its_formula():
+    c, h, w = 32, 6, 9
+    m = CoordAtt(c, c).eval()
+    mip = m.attn_h.in_channels
+    pools = 2 * c * h * w  # two means
+    squeeze = 2 * c * mip * (h + w) + 2 * mip * (h + w)  # 1x1 conv (2 per MAC) + batch norm
+    gates = 2 * mip * c * (h + w)  # two 1x1 convs back to C
+    apply = 2 * c * h * w  # x * a_h * a_w
+    assert count_flops(m, torch.rand(1, c, h, w)) == pools + squeeze + gates + apply
+
+
+def test_cot_count_exceeds_its_convolutions_by_the_aggregation():
+    c, hw, k = 32, 10, 3
+    m = CoTAttention(c, c).eval()
+    convs = sum(
+        2 * mod.weight.numel() * hw * hw
+        for name, mod in m.named_modules()
+        if isinstance(mod, torch.nn.Conv2d) and not name.startswith("se_")
+    )
+    total = count_flops(m, torch.rand(1, c, hw, hw))
+    assert total - convs >= (2 * k * k - 1) * c * hw * hw  # the aggregation THOP has no rule for, at least
+
+
+class Lambda(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def test_noise_test():
+    diff, band, inside = noise_test([0.50, 0.52, 0.51], [0.40, 0.41, 0.39])
+    assert diff == pytest.approx(0.11) and inside is False
+    diff, band, inside = noise_test([0.50, 0.60, 0.40], [0.45, 0.55, 0.50])
+    assert inside is True and band > abs(diff)
+    assert noise_test([0.5], [0.4])[2] is None
