@@ -91,7 +91,7 @@ def _build(cls: type, stand_in: nn.Module, yaml_args: list, i: int) -> tuple[nn.
         (nn.Module, list, int): The module (an `nn.Sequential` for repeats), its constructor arguments and repeats.
     """
     name = cls.__name__
-    if isinstance(stand_in, Conv) or isinstance(stand_in, nn.Sequential):  # attention layer, stand-in Conv(c2)
+    if isinstance(stand_in, (Conv, nn.Sequential)):  # attention layer: stand-in Conv(c2), repeats a Sequential
         first = stand_in[0] if isinstance(stand_in, nn.Sequential) else stand_in
         c1, c2 = first.conv.in_channels, first.conv.out_channels
         repeats = len(stand_in) if isinstance(stand_in, nn.Sequential) else 1
