@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 SANDBOX = Path(tempfile.mkdtemp(prefix="yolo_attn_tests_"))
 os.environ.update(
@@ -42,6 +43,20 @@ def run(args: list, cwd: Path, env: dict = None, timeout: int = 600) -> subproce
     )
     assert proc.returncode == 0, f"{' '.join(map(str, args))} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
+
+
+def randomise_norms(m: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every norm layer non-trivial statistics and affine parameters, so a misplaced norm shows in the output."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)):
+                mod.weight.copy_(torch.rand(mod.weight.shape, generator=g) + 0.5)
+                mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.3)
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=g) * 0.3)
+                mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 1.0)
+    return m
 
 
 @pytest.fixture(scope="session")

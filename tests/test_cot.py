@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import randomise_norms
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -15,20 +16,6 @@ from ultralytics.utils.torch_utils import fuse_conv_and_bn
 from yolo_attn.cot import C2f_CoT, C3k2_CoT, C3k_CoT, CoTAttention, CoTBottleneck, PooledBatchNorm2d, local_aggregate
 
 ATOL = 1e-5
-
-
-def _randomise(m: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every norm layer non-trivial statistics and affine parameters, so a misplaced norm shows in the output."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, (nn.BatchNorm2d, nn.GroupNorm)):
-                mod.weight.copy_(torch.rand(mod.weight.shape, generator=g) + 0.5)
-                mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.3)
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=g) * 0.3)
-                mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 1.0)
-    return m
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -113,7 +100,7 @@ def test_local_aggregate_matches_unfold(c, k):
 @pytest.mark.parametrize("c", [16, 32])
 def test_matches_reference(c, hw, k, shortcut, train):
     torch.manual_seed(c + k)
-    m = _randomise(CoTAttention(c, c, kernel_size=k, shortcut=shortcut), seed=c * k).train(train)
+    m = randomise_norms(CoTAttention(c, c, kernel_size=k, shortcut=shortcut), seed=c * k).train(train)
     x = torch.randn(2, c, *hw)
     with torch.no_grad():
         expected = reference_f64(m, x, train)  # before the module's train-mode forward moves its running stats
@@ -125,7 +112,7 @@ def test_matches_reference(c, hw, k, shortcut, train):
 def test_train_batch_one():
     """Batch 1 in training mode: the pooled fusion BN falls back to running statistics and leaves them alone."""
     torch.manual_seed(0)
-    m = _randomise(CoTAttention(16, 16)).train()
+    m = randomise_norms(CoTAttention(16, 16)).train()
     x = torch.randn(1, 16, 7, 5)
     se_mean, key_mean = m.se_reduce.bn.running_mean.clone(), m.key.bn.running_mean.clone()
     with torch.no_grad():
@@ -160,7 +147,7 @@ def test_gradients_reach_every_parameter():
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_bfloat16_close_to_float32(train):
     torch.manual_seed(0)
-    m = _randomise(CoTAttention(32, 32)).train(train)
+    m = randomise_norms(CoTAttention(32, 32)).train(train)
     mb = copy.deepcopy(m).to(torch.bfloat16)
     x = torch.randn(2, 32, 12, 10)
     with torch.no_grad():
@@ -228,7 +215,7 @@ def test_onnx_export_dynamic_hw(tmp_path):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    m = _randomise(CoTAttention(32, 32)).eval()
+    m = randomise_norms(CoTAttention(32, 32)).eval()
     path = tmp_path / "cot.onnx"
     with torch.no_grad():
         torch.onnx.export(
@@ -252,7 +239,7 @@ def test_onnx_export_dynamic_hw(tmp_path):
 def test_fuse_conv_and_bn_keeps_outputs():
     """Fold BN into every Ultralytics Conv, the way DetectionModel.fuse() does, and compare eval outputs."""
     torch.manual_seed(0)
-    m = _randomise(CoTAttention(32, 32, kernel_size=5)).eval()
+    m = randomise_norms(CoTAttention(32, 32, kernel_size=5)).eval()
     x = torch.randn(2, 32, 9, 7)
     with torch.no_grad():
         before = m(x)

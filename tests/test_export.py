@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import YOLO_BIN, run
+from conftest import YOLO_BIN, randomise_norms, run
 from torch import nn
 from ultralytics import YOLO
 from ultralytics.nn.modules import Conv
@@ -281,26 +281,12 @@ OPERATORS = {
 }
 
 
-def _randomise_norms(m: nn.Module) -> nn.Module:
-    """Non-trivial norm statistics and affine parameters, so a misplaced or dropped norm shows in the output."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, (nn.BatchNorm2d, nn.GroupNorm)):
-                mod.weight.copy_(torch.rand(mod.weight.shape, generator=g) + 0.5)
-                mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.3)
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=g) * 0.3)
-                mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 1.0)
-    return m
-
-
 def test_each_operator_exports_at_oldest_and_newest_opset(tmp_path):
     sizes = [(20, 20), (1, 1), (3, 2), (7, 5), (13, 9), (6, 17)]
     jobs, refs = {}, {}
     for name, (build, c) in OPERATORS.items():
         torch.manual_seed(0)
-        m = _randomise_norms(build()).eval()
+        m = randomise_norms(build()).eval()
         xs = [torch.randn(2 if i == 1 else 1, c, h, w) for i, (h, w) in enumerate(sizes)]
         with torch.no_grad():
             refs[name] = [m(x).numpy() for x in xs]
