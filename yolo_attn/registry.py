@@ -40,11 +40,15 @@ def _stand_in(cls: type) -> type:
     return next((base for base in cls.__mro__[1:] if base.__module__.startswith("ultralytics.")), Conv)
 
 
-def _yaml_signature(cls: type, stand_in: type) -> str:
+def _n_supplied(cls: type) -> int:
+    """Return how many leading constructor arguments the parser supplies: (c1, c2) or, for CSP blocks, (c1, c2, n)."""
+    return 2 if _stand_in(cls) is Conv else 3
+
+
+def _yaml_signature(cls: type) -> str:
     """Describe the YAML arguments of `cls`: its constructor without the channels/repeats the parser supplies."""
     params = list(inspect.signature(cls).parameters.values())
-    skip = 3 if stand_in is not Conv else 2  # (c1, c2, n) or (c1, c2)
-    return "[c2" + "".join(f", {p}" for p in params[skip:]) + "]"
+    return "[c2" + "".join(f", {p}" for p in params[_n_supplied(cls) :]) + "]"
 
 
 def _check_rows(rows: list, modules: dict[str, type]) -> None:
@@ -60,13 +64,11 @@ def _check_rows(rows: list, modules: dict[str, type]) -> None:
                 )
         if name in modules:
             cls = modules[name]
-            stand_in = _stand_in(cls)
-            expected = _yaml_signature(cls, stand_in)
+            expected = _yaml_signature(cls)
             if not isinstance(args, list) or not args:
                 raise LayerError(f"layer {i} ({name}): arguments {args!r} are missing c2; expected {expected}")
-            supplied = (0, 0, 0) if stand_in is not Conv else (0, 0)
             try:
-                inspect.signature(cls).bind(*supplied, *args[1:])
+                inspect.signature(cls).bind(*[0] * _n_supplied(cls), *args[1:])
             except TypeError as e:
                 raise LayerError(
                     f"layer {i} ({name}): arguments {args} do not fit ({e}); expected {expected}"
