@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yolo_attn.layer_scale import layer_scale_parameter
+
 __all__ = ["AttnConv"]
 
 
@@ -93,10 +95,11 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) 
 
 
 class _ConvFFN(nn.Module):
-    """CloFormer's ConvFFN as a pre-norm residual sublayer: Y = X + Conv1x1(DWConv_5x5(GELU(Conv1x1(GN(X)))))."""
+    """CloFormer's ConvFFN as a pre-norm residual sublayer: Y = X + [γ ·] Conv1x1(DWConv_5x5(GELU(Conv1x1(GN(X)))))."""
 
-    def __init__(self, c: int, hidden: int, kernel_size: int = 5):
+    def __init__(self, c: int, hidden: int, layer_scale: float | None = None, kernel_size: int = 5):
         super().__init__()
+        self.gamma = layer_scale_parameter(c, layer_scale, "AttnConv")
         self.norm = nn.GroupNorm(1, c)
         self.fc1 = nn.Conv2d(c, hidden, 1)
         self.act = nn.GELU()
@@ -104,7 +107,8 @@ class _ConvFFN(nn.Module):
         self.fc2 = nn.Conv2d(hidden, c, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.fc2(self.dw(self.act(self.fc1(self.norm(x)))))
+        y = self.fc2(self.dw(self.act(self.fc1(self.norm(x)))))
+        return x + (y if self.gamma is None else self.gamma * y)
 
 
 class AttnConv(nn.Module):
@@ -121,7 +125,9 @@ class AttnConv(nn.Module):
     - mixer output: Conv1x1(concat(local groups..., global group)).
 
     As in CloFormer's block the mixer sees group-normalised input: Y = X + Mixer(GroupNorm(1, C)(X)) with
-    `shortcut=True`, Y = Mixer(GroupNorm(1, C)(X)) without. The norm stays either way: it makes the Q ⊙ K gate and the
+    `shortcut=True`, Y = Mixer(GroupNorm(1, C)(X)) without; with `layer_scale` set,
+    Y = X + γ · Mixer(GroupNorm(1, C)(X)) (LayerScale, γ per channel initialised to `layer_scale`; the ConvFFN branch
+    gets a γ of its own). The norm stays either way: it makes the Q ⊙ K gate and the
     attention logits independent of the scale of YOLO's un-normalised activations, and keeps the parameter set the
     same for both settings. With `ffn_ratio > 0` CloFormer's ConvFFN follows as its own pre-norm residual sublayer
     (hidden width `ffn_ratio`·C, depthwise 5x5, GELU), regardless of `shortcut`.
@@ -145,6 +151,9 @@ class AttnConv(nn.Module):
         pool_size (int): Average-pooling window and stride s of the global group's keys and values (1 = no pooling).
         shortcut (bool): Add the input to the output (residual form of CloFormer's block).
         ffn_ratio (float): Hidden-width ratio of an appended ConvFFN sublayer; 0 (default) = no FFN, CloFormer uses 4.
+        layer_scale (float | None): Initial per-channel γ on each residual branch (LayerScale); 0.0 makes the layer
+            start as the exact identity, so it can be inserted into a trained network without changing its
+            predictions. None (default) = no γ. Needs `shortcut=True`.
 
     Raises:
         ValueError: If `c2 != c1` or an option is out of range or does not fit the channel count.
@@ -160,10 +169,13 @@ class AttnConv(nn.Module):
         pool_size: int = 4,
         shortcut: bool = True,
         ffn_ratio: float = 0.0,
+        layer_scale: float | None = None,
     ):
         super().__init__()
         if c2 != c1:
             raise ValueError(f"AttnConv keeps the channel count: expected c2 == c1, got c1={c1}, c2={c2}")
+        if layer_scale is not None and not shortcut:
+            raise ValueError("AttnConv layer_scale scales the residual branch: it needs shortcut=True")
         c = c1
         if head_dim is None or (_is_int(head_dim) and head_dim == 0):
             head_dim = _auto_head_dim(c)
@@ -204,7 +216,8 @@ class AttnConv(nn.Module):
         self.local_groups = nn.ModuleList(_LocalGroup(c, g, head_dim, k) for g, k in zip(split, ks) if g > 0)
         self.global_group = _GlobalGroup(c, n_global, head_dim, pool_size) if n_global > 0 else None
         self.proj = nn.Conv2d(c, c, 1)
-        self.ffn = _ConvFFN(c, int(c * ffn_ratio)) if ffn_ratio > 0 else None
+        self.ffn = _ConvFFN(c, int(c * ffn_ratio), layer_scale) if ffn_ratio > 0 else None
+        self.gamma = layer_scale_parameter(c, layer_scale, "AttnConv")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the layer to `x` of shape (B, C, H, W); any B and any H, W >= 1. Returns (B, C, H, W)."""
@@ -213,6 +226,8 @@ class AttnConv(nn.Module):
         if self.global_group is not None:
             groups.append(self.global_group(t))  # (B, g·d, H, W)
         y = self.proj(torch.cat(groups, dim=1))  # (B, C, H, W)
+        if self.gamma is not None:
+            y = self.gamma * y
         if self.shortcut:
             y = x + y
         if self.ffn is not None:

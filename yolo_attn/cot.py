@@ -8,11 +8,15 @@ a 1x1 "embed" on [query; static context] yields per-position local k x k attenti
 3x3 conv of a bottleneck) into the Ultralytics C2f / C3k2 family.
 """
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from ultralytics.nn.modules import C2f, C3k2, Conv
 from ultralytics.nn.modules.block import C3k, PSABlock
+
+from yolo_attn.layer_scale import layer_scale_parameter
 
 __all__ = ("CoTAttention", "CoTBottleneck", "C3k_CoT", "C2f_CoT", "C3k2_CoT", "PooledBatchNorm2d", "local_aggregate")
 
@@ -84,7 +88,8 @@ class CoTAttention(nn.Module):
     K2 = SiLU(BN(sum_d A[c mod C/8, d] * V[c, p + d]))  dynamic context (no softmax, as official)
     z  = Conv1x1(ReLU(BN(Conv1x1(mean_HW(K1 + K2)))))   C -> max(C/2, 32) -> 2C
     (a_dyn, a_stat) = softmax of the pair (z[2c], z[2c + 1]);  Y = a_dyn * K2 + a_stat * K1
-    out = X + Y if shortcut else Y
+    out = X + Y if shortcut else Y                      (paper form with the YOLO shortcut, the default)
+    out = X + γ · Y,  γ per channel = `layer_scale`     (identity-start form, needs the shortcut)
 
     Conv + BN pairs are Ultralytics `Conv` layers, so `model.fuse()` folds them. Two small departures from the official
     code, neither changing the function class: the fusion's first 1x1 conv has no bias (BN's shift absorbs it), and
@@ -96,12 +101,18 @@ class CoTAttention(nn.Module):
         kernel_size (int): Odd size k of the static-context conv and of the local attention window.
         shortcut (bool): Add the input to the output. On by default so the block starts near identity when it is
             inserted into a trained network (a YOLO layer convention; the official `CotLayer` returns Y).
+        layer_scale (float | None): Initial per-channel γ on Y (LayerScale); 0.0 makes the block start as the exact
+            identity, so it can be inserted into a trained network without changing its predictions. None (default)
+            = no γ.
 
     Raises:
-        ValueError: If `c2 != c1`, `c1` is not a positive multiple of 8, or `kernel_size` is not a positive odd integer.
+        ValueError: If `c2 != c1`, `c1` is not a positive multiple of 8, `kernel_size` is not a positive odd integer,
+            or `layer_scale` is given without the shortcut.
     """
 
-    def __init__(self, c1: int, c2: int, kernel_size: int = 3, shortcut: bool = True):
+    def __init__(
+        self, c1: int, c2: int, kernel_size: int = 3, shortcut: bool = True, layer_scale: Optional[float] = None
+    ):
         super().__init__()
         if c2 != c1:
             raise ValueError(f"CoTAttention keeps the channel count: expected c2 == c1, got c1={c1}, c2={c2}")
@@ -111,9 +122,12 @@ class CoTAttention(nn.Module):
             )
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"CoTAttention kernel_size must be a positive odd integer, got {kernel_size}")
+        if layer_scale is not None and not shortcut:
+            raise ValueError("CoTAttention layer_scale scales the residual branch: it needs shortcut=True")
         c, k = c1, kernel_size
         self.kernel_size = k
         self.shortcut = shortcut
+        self.gamma = layer_scale_parameter(c, layer_scale, "CoTAttention")
         n_maps = c // SHARE_PLANES
         attn_chs = max(c * RADIX // 4, 32)  # official: reduction_factor 4 on radix * C
 
@@ -145,6 +159,8 @@ class CoTAttention(nn.Module):
         z = self.se_expand(self.se_reduce(s))  # (B, 2C, 1, 1); channel 2c: dynamic logit, 2c + 1: static logit
         w = z.unflatten(1, (-1, RADIX)).softmax(2)  # (B, C, 2, 1, 1)
         y = w[:, :, 0] * k2 + w[:, :, 1] * k1
+        if self.gamma is not None:
+            y = self.gamma * y
         return x + y if self.shortcut else y
 
 
