@@ -11,7 +11,9 @@ from ultralytics import YOLO
 from ultralytics.utils.torch_utils import get_flops
 
 from yolo_attn import CoordAtt, CoTAttention
-from yolo_attn.benchmark import count_flops, discover, noise_test
+from yolo_attn.bench.flops import count_flops
+from yolo_attn.bench.report import noise_test
+from yolo_attn.bench.zoo import discover
 from yolo_attn.cot import local_aggregate
 from yolo_attn.lookup import shipped_dir
 

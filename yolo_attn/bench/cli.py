@@ -1,0 +1,28 @@
+"""`yolo-attn-bench [MODE] [options]`: dispatch to a benchmark mode; without a mode name, the models mode runs.
+
+A mode is a module of this package with `DESCRIPTION` (str), `add_arguments(parser)` and `main(args) -> int`; adding
+one means writing that module and naming it in `MODES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+MODES = {"models": "yolo_attn.bench.models"}  # mode name -> module; first = default
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv` (default: the command line) and run the chosen mode; return its exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    name = argv.pop(0) if argv and argv[0] in MODES else next(iter(MODES))
+    mode = importlib.import_module(MODES[name])
+    ap = argparse.ArgumentParser(
+        prog=f"yolo-attn-bench {name}",
+        description=mode.DESCRIPTION,
+        epilog=f"Modes: {', '.join(MODES)} (`yolo-attn-bench MODE --help`); without a mode name: {next(iter(MODES))}.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    mode.add_arguments(ap)
+    return mode.main(ap.parse_args(argv))

@@ -1,0 +1,276 @@
+"""Models mode (the default): stock YOLOv8n / YOLO11n against every n-scale plugin YAML, measured in one run.
+
+Usage::
+
+    yolo-attn-bench [models] [--data synth-shapes.yaml] [--models PATTERN ...] [--out DIR] ...
+
+For each model (the stock `yolov8n.yaml` and `yolo11n.yaml`, and every YAML in the plugin's `model_yamls/` built at
+scale n: `yolov8-cot.yaml` -> `yolov8n-cot.yaml`) it measures:
+
+- parameters and GFLOPs of the fused model at the latency image size, twice: Ultralytics' own number
+  (`ultralytics.utils.torch_utils.get_flops`, what `model.info()` prints) and a full count (`count_flops`);
+- CPU inference latency at batch 1 in PyTorch (fused, eval) and in ONNX Runtime (the model exported by Ultralytics'
+  own ONNX exporter), and the time of one training step (forward, loss, backward, optimiser step on a fixed random
+  batch), each also as a ratio to the stock model of the same family measured in the same run. Models are measured
+  in interleaved rounds, so drift on a shared machine hits every model alike; a ratio is the median over rounds of
+  the per-round ratio;
+- mAP50 and mAP50-95 on the validation split after a fixed training budget, for several seeds: mean, standard deviation,
+  and whether the difference to the stock model of the same family is inside the seed-to-seed noise.
+
+It writes `benchmark.md` (Markdown tables with machine and settings), `benchmark.png` (chart), `benchmark.json` (every
+raw sample and setting) and `benchmark.csv` (one row per model) into `--out`.
+
+Every measurement runs single-threaded by default (`--threads 1`): on a small or shared CPU, multi-threaded PyTorch
+spends most of its time waiting for a busy core (on a loaded 2-core machine yolov8n at 64 px took 21 ms with one
+thread, 650 ms with two). The training runs use the other cores instead: `--jobs` runs (default cores / threads) at a
+time, each in its own worker process. Defaults finish in about 47 minutes on a 2-core CPU: ~4 minutes of timing and
+48 training runs (16 models x 3 seeds) of ~100 s each, two at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from yolo_attn.bench.flops import count_flops, flop_breakdown, ultralytics_flops
+from yolo_attn.bench.report import write_chart, write_markdown, write_raw
+from yolo_attn.bench.timing import interleaved, machine_info, quiet
+from yolo_attn.bench.train import SHORT_BUDGET_RECIPE, train_all
+from yolo_attn.bench.zoo import Entry, build, discover, guard
+
+DESCRIPTION = (
+    "Compare stock YOLOv8n/YOLO11n with every n-scale yolo_attn YAML: params, GFLOPs, CPU latency (PyTorch, ONNX "
+    "Runtime), training-step time and mAP after a fixed training budget over several seeds."
+)
+
+
+def _summarise(samples: dict[str, list[list[float]]], entries: list[Entry], key: str) -> None:
+    """Store median ms and the median over rounds of the per-round ratio to the family's stock model."""
+    stock = {e.family: e.name for e in entries if e.stock}
+    for e in entries:
+        if e.name not in samples or not samples[e.name]:
+            continue
+        rounds = samples[e.name]
+        e.results[f"{key}_ms"] = statistics.median([t for r in rounds for t in r])
+        e.results[f"{key}_samples_ms"] = rounds
+        ref = samples.get(stock.get(e.family, ""))
+        if ref and len(ref) == len(rounds):
+            ratios = [statistics.median(a) / statistics.median(b) for a, b in zip(rounds, ref)]
+            e.results[f"{key}_ratio"] = statistics.median(ratios)
+            e.results[f"{key}_ratios"] = ratios
+
+
+def _pytorch_fn(model, imgsz: int) -> Callable[[], Any]:
+    import torch
+
+    x = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
+
+    def run():
+        with torch.inference_mode():
+            model(x)
+
+    return run
+
+
+def _export_onnx(entry: Entry, imgsz: int, folder: Path) -> Path:
+    """Export the model with Ultralytics' ONNX exporter (simplified, static shape) into `folder`."""
+    from ultralytics import YOLO
+
+    pt = folder / f"{entry.name}.pt"
+    build(entry).save(pt)  # a checkpoint in a temp folder: the exporter writes next to its source file
+    with quiet():
+        out = YOLO(pt).export(format="onnx", imgsz=imgsz, simplify=True, device="cpu", verbose=False)
+    return Path(out)
+
+
+def _onnx_fn(path: Path, imgsz: int, threads: int) -> Callable[[], Any]:
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
+    return lambda: session.run(None, {name: x})
+
+
+def _train_step_fn(entry: Entry, batch: int, imgsz: int) -> Callable[[], Any]:
+    """One training step of the model (train mode, 80 classes as built) on a fixed random batch with 8 boxes/image."""
+    import torch
+    from ultralytics.cfg import get_cfg
+
+    model = build(entry).model
+    model.args = get_cfg()  # default loss gains (box, cls, dfl), as the trainer sets them
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    nc = model.model[-1].nc
+    g = torch.Generator().manual_seed(0)
+    n = 8 * batch
+    xy = torch.rand(n, 2, generator=g) * 0.6 + 0.2
+    wh = torch.rand(n, 2, generator=g) * 0.25 + 0.05
+    data = {
+        "img": torch.rand(batch, 3, imgsz, imgsz, generator=g),
+        "batch_idx": torch.arange(batch).repeat_interleave(8).float(),
+        "cls": torch.randint(0, nc, (n, 1), generator=g).float(),
+        "bboxes": torch.cat((xy, wh), 1),
+    }
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.937, nesterov=True)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss, _ = model.loss(data)
+        loss.sum().backward()
+        opt.step()
+
+    return step
+
+
+def _parse_train_args(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE strings -> dict, values parsed as YAML scalars (as the `yolo` command does)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"benchmark: --train-args expects KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Options of the models mode."""
+    ap.add_argument("--data", default="synth-shapes.yaml", help="dataset YAML for the mAP training runs")
+    ap.add_argument("--models", nargs="+", default=None, help="shell patterns selecting models (default: all)")
+    ap.add_argument("--out", default="runs/yolo_attn_benchmark", help="output folder")
+    ap.add_argument("--epochs", type=int, default=3, help="training epochs per run")
+    ap.add_argument("--imgsz-train", type=int, default=128, help="training and validation image size")
+    ap.add_argument("--batch", type=int, default=16, help="training batch size")
+    ap.add_argument("--fraction", type=float, default=1.0, help="fraction of the train split used")
+    ap.add_argument(
+        "--train-args",
+        nargs="*",
+        default=list(SHORT_BUDGET_RECIPE),
+        metavar="KEY=VALUE",
+        help="Ultralytics train arguments for the mAP runs (replace the default; none: Ultralytics' defaults)",
+    )
+    ap.add_argument("--seeds", type=int, default=3, help="training runs per model (seeds 0, 1, ...)")
+    ap.add_argument("--skip-train", action="store_true", help="no training runs (no mAP columns)")
+    ap.add_argument("--imgsz-latency", type=int, default=640, help="inference image size (latency and FLOPs)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds")
+    ap.add_argument("--runs", type=int, default=5, help="timed inferences per model per round")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed inferences per model per round")
+    ap.add_argument("--skip-onnx", action="store_true", help="no ONNX export / ONNX Runtime latency")
+    ap.add_argument("--step-batch", type=int, default=4, help="training-step batch size")
+    ap.add_argument("--imgsz-step", type=int, default=320, help="training-step image size")
+    ap.add_argument("--step-rounds", type=int, default=3, help="interleaved training-step rounds")
+    ap.add_argument("--step-runs", type=int, default=2, help="timed training steps per model per round")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="CPU threads for latency, training steps and each training run"
+    )
+    ap.add_argument("--jobs", type=int, default=None, help="parallel training runs (default: cores // threads)")
+    ap.add_argument("--verbose", action="store_true", help="show Ultralytics' training output")
+
+
+def run(args: argparse.Namespace) -> list[Entry]:
+    import torch
+
+    t0 = time.perf_counter()
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    entries = discover(args.models)
+    machine = machine_info()
+    print(f"benchmark: {len(entries)} models: {', '.join(e.name for e in entries)}", flush=True)
+
+    # 1. Params and FLOPs of the fused models; keep them for PyTorch latency.
+    fused = {}
+    for e in entries:
+
+        def measure(e=e):
+            model = build(e).model.fuse(verbose=False).eval()
+            e.results["params"] = sum(p.numel() for p in model.parameters())
+            e.results["gflops_ultralytics"] = ultralytics_flops(model, args.imgsz_latency) / 1e9
+            e.results["gflops_full"] = count_flops(model, args.imgsz_latency) / 1e9
+            e.results["gflops_detail"] = flop_breakdown(model, args.imgsz_latency)
+            return model
+
+        model = guard(e, "build/FLOPs", measure)
+        if model is not None:
+            fused[e.name] = model
+    print(f"benchmark: params and FLOPs done ({time.perf_counter() - t0:.0f}s)", flush=True)
+
+    # 2. PyTorch latency.
+    samples = interleaved(
+        {n: _pytorch_fn(m, args.imgsz_latency) for n, m in fused.items()},
+        args.rounds,
+        args.runs,
+        args.warmup,
+        "PyTorch latency",
+    )
+    _summarise(samples, entries, "pytorch")
+    del fused
+
+    # 3. ONNX export and ONNX Runtime latency.
+    if not args.skip_onnx:
+        with tempfile.TemporaryDirectory(prefix="yolo_attn_onnx_") as tmp:
+            fns = {}
+            for e in entries:
+                path = guard(e, "ONNX export", lambda e=e: _export_onnx(e, args.imgsz_latency, Path(tmp)))
+                if path is not None:
+                    fn = guard(e, "ONNX Runtime", lambda p=path: _onnx_fn(p, args.imgsz_latency, args.threads))
+                    if fn is not None:
+                        fns[e.name] = fn
+            print(f"benchmark: ONNX export done ({time.perf_counter() - t0:.0f}s)", flush=True)
+            samples = interleaved(fns, args.rounds, args.runs, args.warmup, "ONNX Runtime latency")
+            _summarise(samples, entries, "onnx")
+            del fns
+
+    # 4. Training-step time.
+    steps = {}
+    for e in entries:
+        fn = guard(e, "train step", lambda e=e: _train_step_fn(e, args.step_batch, args.imgsz_step))
+        if fn is not None:
+            steps[e.name] = fn
+    samples = interleaved(steps, args.step_rounds, args.step_runs, 1, "training step")
+    _summarise(samples, entries, "train_step")
+    del steps
+
+    # 5. mAP after a fixed training budget, seed-major so drift and warm caches hit every model alike.
+    settings = {k: v for k, v in vars(args).items() if k not in {"models"}}
+    settings.update(models=[e.name for e in entries], seeds=list(range(args.seeds)), train=not args.skip_train)
+    if not args.skip_train:
+        run_seconds = train_all(entries, args, out)
+        settings["train_seconds_mean"] = statistics.fmean(run_seconds) if run_seconds else float("nan")
+        cpu = [t for e in entries for t in e.results.get("train_cpu_seconds", [])]
+        settings["train_cpu_seconds_mean"] = statistics.fmean(cpu) if cpu else float("nan")
+
+    machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    settings["started"] = started
+    settings["total_seconds"] = time.perf_counter() - t0
+    write_markdown(entries, settings, machine, out / "benchmark.md")
+    write_raw(entries, settings, machine, out)
+    write_chart(entries, out / "benchmark.png")
+    print(f"benchmark: done in {settings['total_seconds'] / 60:.1f} min -> {out / 'benchmark.md'}", flush=True)
+    return entries
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the models mode with parsed options; exit status 1 when any measurement failed."""
+    args.train_args = _parse_train_args(args.train_args)
+    if args.jobs is None:
+        args.jobs = max(1, (os.cpu_count() or 1) // args.threads)
+    entries = run(args)
+    print((Path(args.out) / "benchmark.md").read_text(encoding="utf-8"))
+    return 1 if any(e.errors for e in entries) else 0

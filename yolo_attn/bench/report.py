@@ -1,0 +1,238 @@
+"""Output of the models mode: Markdown tables, chart, raw JSON and CSV; seed statistics."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from pathlib import Path
+
+from yolo_attn.bench.zoo import Entry
+
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def noise_test(a: list[float], b: list[float]) -> tuple[float, float, bool | None]:
+    """Difference of means a - b, its 95% half-width (Welch's t), and whether it is inside that noise band.
+
+    The band is t(0.975, df) x sqrt(sd_a^2 / n_a + sd_b^2 / n_b), with Welch-Satterthwaite df; None with fewer than
+    two seeds per side (no spread to compare with).
+    """
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return diff, float("nan"), None
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, 0.0, diff == 0
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va and vb else len(a) + len(b) - 2
+    t = _T975.get(max(1, int(df)), 2.0 if df < 60 else 1.96)
+    return diff, t * se, abs(diff) <= t * se
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _fmt_ms(e: Entry, key: str) -> str:
+    if f"{key}_ms" not in e.results:
+        return "—"
+    ratio = e.results.get(f"{key}_ratio")
+    return f"{e.results[f'{key}_ms']:.1f} ({ratio:.2f}×)" if ratio is not None else f"{e.results[f'{key}_ms']:.1f}"
+
+
+def _fmt_map(e: Entry, key: str) -> str:
+    vals = e.results.get(f"{key}_seeds")
+    if not vals:
+        return "—"
+    mean, sd = mean_sd(vals)
+    return f"{mean:.3f} ± {sd:.3f}" if len(vals) > 1 else f"{mean:.3f}"
+
+
+def _fmt_delta(e: Entry, stock: Entry | None) -> str:
+    if e.stock or stock is None or not e.results.get("map_seeds") or not stock.results.get("map_seeds"):
+        return "—" if not e.stock else "reference"
+    diff, band, inside = noise_test(e.results["map_seeds"], stock.results["map_seeds"])
+    if inside is None:
+        return f"{diff:+.3f} (1 seed: no noise estimate)"
+    return f"{diff:+.3f} ± {band:.3f}: " + ("inside the noise" if inside else ("better" if diff > 0 else "worse"))
+
+
+def flops_table(entries: list[Entry], imgsz: int) -> list[str]:
+    """Markdown lines explaining the two GFLOPs columns for every model."""
+    lines = [
+        f"GFLOPs in detail ({imgsz}×{imgsz}, fused). Ultralytics' number applies THOP's layer rules to small proxy "
+        "images and extrapolates to the real size; the next column applies the same rules at the real size, so their "
+        "difference is the extrapolation error (it scales branches whose cost does not grow with the image area, such "
+        "as a fusion MLP on a pooled vector, with the area). The last two columns count the plugin layers alone, each "
+        "on the input it gets in the model: THOP's rules (matrix products and attention included) vs the full count; "
+        "their difference is the elementwise arithmetic THOP has no rule for.",
+        "",
+        "| model | Ultralytics | THOP rules, real size | full count | Ultralytics − full | plugin layers: THOP rules "
+        "| plugin layers: full |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for e in entries:
+        r, d = e.results, e.results.get("gflops_detail")
+        if not d or "gflops_full" not in r:
+            lines.append(f"| {e.name} | — | — | — | — | — | — |")
+            continue
+        plugin = (f"{d['plugin_thop']:.3f}", f"{d['plugin_full']:.3f}") if d["plugin_layers"] else ("—", "—")
+        lines.append(
+            f"| {e.name} | {r['gflops_ultralytics']:.3f} | {d['thop_direct']:.3f} | {r['gflops_full']:.3f} "
+            f"| {r['gflops_ultralytics'] - r['gflops_full']:+.3f} | {plugin[0]} | {plugin[1]} |"
+        )
+    return lines
+
+
+def write_markdown(entries: list[Entry], settings: dict, machine: dict, path: Path) -> None:
+    stock = {e.family: e for e in entries if e.stock}
+    s = settings
+    lines = [
+        "| model | params (M) | GFLOPs Ultralytics | GFLOPs full | PyTorch ms | ONNX Runtime ms | train step ms "
+        "| mAP50 | mAP50-95 | Δ mAP50-95 vs stock |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for e in entries:
+        r = e.results
+        name = f"**{e.name}**" if e.stock else e.name
+        if e.errors:
+            name += " (error, see below)"
+        cells = [
+            name,
+            f"{r['params'] / 1e6:.3f}" if "params" in r else "—",
+            f"{r['gflops_ultralytics']:.2f}" if "gflops_ultralytics" in r else "—",
+            f"{r['gflops_full']:.2f}" if "gflops_full" in r else "—",
+            _fmt_ms(e, "pytorch"),
+            _fmt_ms(e, "onnx"),
+            _fmt_ms(e, "train_step"),
+            _fmt_map(e, "map50"),
+            _fmt_map(e, "map"),
+            _fmt_delta(e, stock.get(e.family)),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    v = machine["versions"]
+    load = machine.get("loadavg_start")
+    text = [
+        "# yolo_attn benchmark",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']} RAM, {machine['os']}; "
+        + ", ".join(f"{k} {val}" for k, val in v.items())
+        + (f". Load average at start {load[0]:.2f}, at end {machine['loadavg_end'][0]:.2f}." if load else ".")
+        + f" Run {s['started']}, {s['total_seconds'] / 60:.1f} min in all.",
+        "",
+        *lines,
+        "",
+        f"- Models at scale n as built from their YAMLs (nc = 80), fused (Conv+BN folded) for params, FLOPs and "
+        f"inference; batch 1, {s['imgsz_latency']}×{s['imgsz_latency']} input, {_n(s['threads'], 'thread')}.",
+        "- GFLOPs Ultralytics: `get_flops` (what `model.info()` prints: THOP layer rules, extrapolated from small "
+        "proxy images). GFLOPs full: every multiply-accumulate of convolutions, matrix products and attention as 2 "
+        "FLOPs (the same convention), plus the elementwise arithmetic, reductions and normalisations that THOP has no "
+        "rule for, counted at the real input size (`yolo_attn.benchmark.count_flops`).",
+        f"- Latency: median over {s['rounds']} interleaved rounds × {_n(s['runs'], 'run')} (after "
+        f"{_n(s['warmup'], 'warm-up run')} per model and round); in brackets the ratio to the stock model of the "
+        "same family (median of per-round ratios). "
+        f"ONNX: Ultralytics' exporter (`format=onnx simplify=True`, static {s['imgsz_latency']}² shape), "
+        "ONNX Runtime CPU provider.",
+        f"- Train step: forward + loss + backward + SGD step on a fixed random batch of {s['step_batch']}×3×"
+        f"{s['imgsz_step']}² with 8 boxes per image; {s['step_rounds']} rounds × {_n(s['step_runs'], 'step')}.",
+    ]
+    if s.get("train"):
+        recipe = " ".join(f"{k}={val}" for k, val in s["train_args"].items())
+        text.append(
+            f"- mAP50 / mAP50-95 on the val split of `{s['data']}` after training from scratch: "
+            f"{_n(s['epochs'], 'epoch')} at imgsz {s['imgsz_train']}, batch {s['batch']}, fraction {s['fraction']} of "
+            "the train split"
+            + (f", `{recipe}`" if recipe else "")
+            + f", otherwise Ultralytics' defaults; seeds {s['seeds']} with `deterministic=True`, {s['jobs']} runs at a "
+            f"time, {_n(s['threads'], 'thread')} each. Mean ± sample standard deviation over seeds. Δ: difference of "
+            "the mAP50-95 means to the stock model of the family ± the 95% band of that difference (Welch t); "
+            "'inside the noise' means these seeds cannot tell the two models apart. One run took "
+            f"{s.get('train_seconds_mean', float('nan')):.0f} s ({s.get('train_cpu_seconds_mean', float('nan')):.0f} "
+            "CPU s) on average. The budget is short: it shows how fast a model starts to learn this data set, not how "
+            "good it is when trained to convergence."
+        )
+    text += ["", *flops_table(entries, s["imgsz_latency"])]
+    errors = [(e.name, err) for e in entries for err in e.errors]
+    if errors:
+        text += ["", "Errors:", ""] + [f"- {name}: {err}" for name, err in errors]
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
+
+
+def write_chart(entries: list[Entry], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {f: c for f, c in zip(dict.fromkeys(e.family for e in entries), ("tab:blue", "tab:orange", "tab:green"))}
+    trained = any(e.results.get("map_seeds") for e in entries)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6))
+    for e in entries:
+        x = e.results.get("pytorch_ratio")
+        if trained and e.results.get("map_seeds"):
+            y, sd = mean_sd(e.results["map_seeds"])
+            sd = 0.0 if math.isnan(sd) else sd
+        elif not trained and "gflops_full" in e.results:
+            y, sd = e.results["gflops_full"], 0.0
+        else:
+            continue
+        if x is None:
+            continue
+        c = colors.get(e.family, "gray")
+        ax1.errorbar(x, y, yerr=sd, fmt="*" if e.stock else "o", ms=14 if e.stock else 7, color=c, capsize=3)
+        ax1.annotate(e.name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, marker="o", ls="", label=f) for f, c in colors.items()]
+    handles.append(Line2D([], [], color="gray", marker="*", ms=12, ls="", label="stock model"))
+    ax1.legend(handles=handles, fontsize=8)
+    ax1.set_xlabel("PyTorch CPU latency / stock model of the same family")
+    ax1.set_ylabel("mAP50-95 (mean ± sd over seeds)" if trained else "GFLOPs (full count)")
+    ax1.set_title("Accuracy vs. latency (stars: stock models)" if trained else "GFLOPs vs. latency (stars: stock)")
+    ax1.grid(alpha=0.3)
+    names = [e.name for e in entries]
+    keys = [("pytorch_ratio", "PyTorch"), ("onnx_ratio", "ONNX Runtime"), ("train_step_ratio", "train step")]
+    width = 0.8 / len(keys)
+    for i, (key, label) in enumerate(keys):
+        vals = [e.results.get(key, float("nan")) for e in entries]
+        ax2.barh([j + (i - 1) * width for j in range(len(names))], vals, height=width, label=label)
+    ax2.axvline(1.0, color="k", lw=0.8)
+    ax2.set_yticks(range(len(names)), names, fontsize=8)
+    ax2.invert_yaxis()
+    ax2.set_xlabel("time / stock model of the same family")
+    ax2.set_title("CPU time ratios")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_raw(entries: list[Entry], settings: dict, machine: dict, out: Path) -> None:
+    raw = {
+        "settings": settings,
+        "machine": machine,
+        "models": [
+            {"name": e.name, "yaml": e.yaml, "family": e.family, "stock": e.stock, "source": e.source}
+            | e.results
+            | {"errors": e.errors}
+            for e in entries
+        ],
+    }
+    (out / "benchmark.json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
+    cols = ["params", "gflops_ultralytics", "gflops_full", "pytorch_ms", "pytorch_ratio", "onnx_ms", "onnx_ratio"]
+    cols += ["train_step_ms", "train_step_ratio"]
+    with open(out / "benchmark.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "family", "stock", *cols, "map50_mean", "map50_sd", "map_mean", "map_sd", "seeds"])
+        for e in entries:
+            row = [e.name, e.family, e.stock, *(e.results.get(c, "") for c in cols)]
+            for key in ("map50", "map"):
+                vals = e.results.get(f"{key}_seeds")
+                row += list(mean_sd(vals)) if vals else ["", ""]
+            w.writerow(row + [len(e.results.get("map_seeds", []))])
