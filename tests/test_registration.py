@@ -162,7 +162,7 @@ def test_summary_rows_show_true_module():
 @pytest.mark.parametrize(
     "row, index, words",
     [
-        ([-1, 1, "CoordAtt", [256, 16, 3]], 5, ["layer 5", "CoordAtt", "[c2, reduction: int = 32]"]),
+        ([-1, 1, "CoordAtt", [256, 16, None, 3]], 5, ["layer 5", "CoordAtt", "[c2, reduction: int = 32, layer_scale"]),
         ([-1, 1, "CoordAtt", []], 5, ["layer 5", "CoordAtt", "missing c2"]),
         ([-1, 1, "CoordAtt", [512]], 5, ["layer 5", "CoordAtt", "64 channels", "c2=512", "128"]),
         ([9, 1, "CoordAtt", [256]], 5, ["layer 5", "CoordAtt", "'from' index 9", "0..4"]),

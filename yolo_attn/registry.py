@@ -9,7 +9,7 @@ A YAML that names no plugin module goes straight to the stock parser.
 
 import inspect
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -17,7 +17,9 @@ from ultralytics.nn.modules import C3k2, Conv
 from ultralytics.nn.modules.block import C3k
 from ultralytics.utils import LOGGER
 
+from yolo_attn import transfer
 from yolo_attn.lookup import find_shipped
+from yolo_attn.reference import INSERTABLE, expand, is_reference, with_layer_map
 
 _originals: dict[str, Callable] = {}  # patched Ultralytics function name -> original, non-empty while registered
 
@@ -67,6 +69,11 @@ def _check_rows(rows: list, modules: dict[str, type]) -> None:
             expected = _yaml_signature(cls)
             if not isinstance(args, list) or not args:
                 raise LayerError(f"layer {i} ({name}): arguments {args!r} are missing c2; expected {expected}")
+            if args[0] is None and (_stand_in(cls) is not Conv or f != -1):
+                raise LayerError(
+                    f"layer {i} ({name}): c2 null (keep the input's channels) works for the attention layers "
+                    f"({', '.join(INSERTABLE)}) reading the previous layer (from -1); expected an int c2"
+                )
             try:
                 inspect.signature(cls).bind(*[0] * _n_supplied(cls), *args[1:])
             except TypeError as e:
@@ -81,21 +88,37 @@ def _substitute(rows: list, modules: dict[str, type]) -> list:
     for f, n, name, args in rows:
         if name in modules:
             stand_in = _stand_in(modules[name])
-            name, args = stand_in.__name__, [args[0]] if stand_in is Conv else list(args)
+            if args[0] is None:  # the parser gives BatchNorm2d its input's channels and keeps them
+                name, args = "nn.BatchNorm2d", []
+            else:
+                name, args = stand_in.__name__, [args[0]] if stand_in is Conv else list(args)
         out.append([f, n, name, args])
     return out
 
 
-def _build(cls: type, stand_in: nn.Module, yaml_args: list, i: int) -> tuple[nn.Module, list, int]:
+def _build(
+    cls: type, stand_in: nn.Module, yaml_args: list, i: int, act: nn.Module, layer_scale: Optional[float]
+) -> tuple[nn.Module, list, int]:
     """Build the plugin module for layer `i` from what the parser gave its stand-in.
+
+    Args:
+        cls (type): The plugin module.
+        stand_in (nn.Module): What the stock parser built for the row.
+        yaml_args (list): The row's YAML arguments.
+        i (int): Layer index.
+        act (nn.Module): The YAML's `activation:` (Ultralytics' default when it has none).
+        layer_scale (float | None): The YAML's top-level `layer_scale:`, for the attention layers.
 
     Returns:
         (nn.Module, list, int): The module (an `nn.Sequential` for repeats), its constructor arguments and repeats.
     """
     name = cls.__name__
-    if isinstance(stand_in, (Conv, nn.Sequential)):  # attention layer: stand-in Conv(c2), repeats a Sequential
+    if isinstance(stand_in, (Conv, nn.BatchNorm2d, nn.Sequential)):  # attention layer; repeats: a Sequential
         first = stand_in[0] if isinstance(stand_in, nn.Sequential) else stand_in
-        c1, c2 = first.conv.in_channels, first.conv.out_channels
+        if isinstance(first, nn.BatchNorm2d):  # c2 null: the input's channels
+            c1 = c2 = first.num_features
+        else:
+            c1, c2 = first.conv.in_channels, first.conv.out_channels
         repeats = len(stand_in) if isinstance(stand_in, nn.Sequential) else 1
         if c1 != c2:
             raise LayerError(
@@ -103,10 +126,15 @@ def _build(cls: type, stand_in: nn.Module, yaml_args: list, i: int) -> tuple[nn.
                 f"argument c2={yaml_args[0]} becomes {c2} after width scaling; expected a c2 that scales to {c1} "
                 f"(write the input layer's unscaled channel count)"
             )
-        args, act = [c1, c2, *yaml_args[1:]], first.act
+        args = [c1, c2, *yaml_args[1:]]
+        if layer_scale is not None:  # a row's own layer_scale argument wins over the YAML's top-level key
+            bound = inspect.signature(cls).bind(*args)
+            bound.arguments.setdefault("layer_scale", layer_scale)
+            bound.apply_defaults()
+            args = list(bound.args)
     else:  # CoT version of a stock block, stand-in is that block with the same arguments
         c1, c2, repeats = stand_in.cv1.conv.in_channels, stand_in.cv2.conv.out_channels, len(stand_in.m)
-        args, act = [c1, c2, repeats, *yaml_args[1:]], stand_in.cv1.act
+        args = [c1, c2, repeats, *yaml_args[1:]]
         if isinstance(stand_in, C3k2):  # the parser switches C3k blocks on for scales m/l/x
             args[3:4] = [isinstance(stand_in.m[0], C3k)]
         repeats = 1
@@ -128,6 +156,7 @@ def _parse_model(d, ch, verbose=True):
     plugin_rows = {i: row for i, row in enumerate(rows) if row[2] in modules}
     if not plugin_rows:
         return _originals["parse_model"](d, ch, verbose)
+    act = _yaml_activation(d.get("activation"))
     _check_rows(rows, modules)
     stand_in_rows = _substitute(rows, modules)
     nb = len(d["backbone"])
@@ -139,7 +168,7 @@ def _parse_model(d, ch, verbose=True):
     try:
         model, save = _originals["parse_model"](d, ch, verbose)
         for i, (f, _, name, args) in plugin_rows.items():
-            module, module_args, repeats = _build(modules[name], model[i], args, i)
+            module, module_args, repeats = _build(modules[name], model[i], args, i, act, d.get("layer_scale"))
             module.np = sum(p.numel() for p in module.parameters())
             module.i, module.f, module.type = i, f, f"{modules[name].__module__}.{name}"
             model[i] = module
@@ -155,6 +184,24 @@ def _parse_model(d, ch, verbose=True):
     return model, save
 
 
+def _yaml_activation(spec: Optional[str]) -> nn.Module:
+    """Return the module a YAML's top-level `activation:` names, resolved as the stock parser resolves it."""
+    import ultralytics.nn.tasks as tasks
+
+    if not spec:
+        return Conv.default_act
+    return tasks._SafeLoad.activation(spec) if tasks._SafeLoad.restricted() else eval(spec, vars(tasks))
+
+
+def _yaml_model_load(path):
+    """Ultralytics' `yaml_model_load` that expands YAMLs written by reference and records plugin layer maps."""
+    d = _originals["yaml_model_load"](path)
+    if is_reference(d):
+        expanded = expand(d, _originals["yaml_model_load"], plugin_modules())
+        d = {**expanded, "scale": d["scale"], "yaml_file": d["yaml_file"]}
+    return with_layer_map(d)
+
+
 def _check_file(file, *args, **kwargs):
     """Ultralytics' `check_file` that also finds the plugin's shipped YAMLs by bare name."""
     return _originals["check_file"](find_shipped(file) or file, *args, **kwargs)
@@ -167,6 +214,15 @@ def _rebind(name: str, old: Callable, new: Callable) -> None:
             setattr(module, name, new)
 
 
+def _wrapped(tasks, checks) -> tuple:
+    """Return (name, wrapper, home module) of every Ultralytics function the plugin wraps."""
+    return (
+        ("parse_model", _parse_model, tasks),
+        ("yaml_model_load", _yaml_model_load, tasks),
+        ("check_file", _check_file, checks),
+    )
+
+
 def register() -> None:
     """Make plugin modules usable in model YAMLs and shipped YAMLs findable by name. Idempotent."""
     if _originals:
@@ -175,9 +231,10 @@ def register() -> None:
     import ultralytics.utils.checks as checks
 
     modules = plugin_modules()
-    for name, wrapper, home in (("parse_model", _parse_model, tasks), ("check_file", _check_file, checks)):
+    for name, wrapper, home in _wrapped(tasks, checks):
         _originals[name] = getattr(home, name)
         _rebind(name, _originals[name], wrapper)
+    transfer.patch(tasks.BaseModel)
     for name, cls in modules.items():  # for code that resolves names in the parser's namespace (task guessing)
         setattr(tasks, name, cls)
     # Checkpoints hold pickled plugin modules; restricted (weights_only) loading needs them on its allow-list.
@@ -199,9 +256,11 @@ def unregister() -> None:
     if not _originals:
         return
     import ultralytics.nn.tasks as tasks
+    import ultralytics.utils.checks as checks
 
-    _rebind("parse_model", _parse_model, _originals["parse_model"])
-    _rebind("check_file", _check_file, _originals["check_file"])
+    for name, wrapper, _ in _wrapped(tasks, checks):
+        _rebind(name, wrapper, _originals[name])
+    transfer.unpatch(tasks.BaseModel)
     for name in plugin_modules():
         if hasattr(tasks, name):
             delattr(tasks, name)
