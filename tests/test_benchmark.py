@@ -11,6 +11,7 @@ from ultralytics import YOLO
 from ultralytics.utils.torch_utils import get_flops
 
 from yolo_attn import CoordAtt, CoTAttention
+from yolo_attn.bench.cli import main
 from yolo_attn.bench.flops import count_flops
 from yolo_attn.bench.report import noise_test
 from yolo_attn.bench.zoo import discover
@@ -148,3 +149,20 @@ def test_noise_test():
     diff, band, inside = noise_test([0.50, 0.60, 0.40], [0.45, 0.55, 0.50])
     assert inside is True and band > abs(diff)
     assert noise_test([0.5], [0.4])[2] is None
+
+
+def test_ops_mode_end_to_end(tmp_path):
+    """`yolo-attn-bench ops` on a tiny input: every operator and the reference conv at every level, in one table."""
+    args = ["ops", "--imgsz", "64", "--scales", "n", "--rounds", "2", "--runs", "1", "--warmup", "0", "--out", tmp_path]
+    assert main([str(a) for a in args]) == 0
+    raw = json.loads((tmp_path / "ops.json").read_text())
+    names = ["Conv 3x3", "CoTAttention", "AttnConv", "CoordAtt", "C2f_CoT"]
+    assert [(r["level"], r["operator"]) for r in raw["rows"]] == [(lv, n) for lv in ("P3", "P4", "P5") for n in names]
+    assert [r["shape"] for r in raw["rows"][::5]] == [[64, 8, 8], [128, 4, 4], [256, 2, 2]]
+    for r in raw["rows"]:
+        assert r["flops"] > 0 and r["peak_train_bytes"] > 0 and r["infer_ms"] > 0 and r["train_ms"] > 0
+        assert len(r["infer_flop_ratios"]) == len(r["train_flop_ratios"]) == 2
+        if r["operator"] == "Conv 3x3":
+            assert r["infer_flop_ratios"] == r["train_time_ratios"] == [1.0, 1.0]
+    table = markdown_tables((tmp_path / "ops.md").read_text())[0]
+    assert len(table) == 2 + len(raw["rows"])

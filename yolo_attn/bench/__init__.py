@@ -5,7 +5,7 @@
 - `zoo`: the benchmarked models (stock and shipped YAMLs at scale n);
 - `train`: fixed-budget training runs over seeds in worker processes; `report`: the models mode's output files;
 - modes, each a module with `DESCRIPTION`, `add_arguments(parser)` and `main(args) -> int`, listed in `cli.MODES`:
-  `models` (the default: whole models against the stock ones).
+  `models` (the default: whole models against the stock ones), `ops` (single operators against a 3x3 conv).
 """
 
 from yolo_attn.bench.flops import count_flops

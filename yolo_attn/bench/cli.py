@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-MODES = {"models": "yolo_attn.bench.models"}  # mode name -> module; first = default
+MODES = {"models": "yolo_attn.bench.models", "ops": "yolo_attn.bench.ops"}  # mode name -> module; first = default
 
 
 def main(argv: list[str] | None = None) -> int:

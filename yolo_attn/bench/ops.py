@@ -1,0 +1,271 @@
+"""Operators mode: each plugin operator against a C->C 3x3 Ultralytics `Conv` (+BN+SiLU) at YOLO's feature shapes.
+
+Usage::
+
+    yolo-attn-bench ops [--scales n s] [--levels P3 P4 P5] [--imgsz 640] [--compile] [--out DIR] ...
+
+Per level (P3/P4/P5 = stride 8/16/32 of an `--imgsz` input, with YOLOv8's widths 256/512/1024 scaled by the model
+scale: n 64/128/256, s 128/256/512 channels) and per operator it measures:
+
+- full FLOPs of one forward pass (`count_flops`) of the operator as inference runs it (Conv+BN folded);
+- inference time (eval, folded, `torch.inference_mode`) and train-step time (train mode: forward, then backward of
+  a fixed random output gradient into the parameters and the input);
+- each time also per FLOP as a ratio to the 3x3 conv: (t_op / t_conv) / (FLOPs_op / FLOPs_conv), from the same
+  interleaved rounds (median over rounds of the per-round ratio, min-max over rounds beside it);
+- peak memory of the train step: the highest running sum of the CPU allocator events that `torch.profiler`
+  (`profile_memory=True`) records during one step, i.e. what the step allocates on top of what was live before it
+  (activations kept for backward, gradients, temporaries);
+- with `--compile`: the speed-up of `torch.compile(fullgraph=True)` over eager, inference and train step.
+
+It writes `ops.md` (Markdown table with machine and settings) and `ops.json` (every raw sample) into `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import fnmatch
+import json
+import os
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from yolo_attn.bench.flops import count_flops
+from yolo_attn.bench.timing import interleaved, machine_info
+
+DESCRIPTION = (
+    "Time each yolo_attn operator (inference and train step), count its FLOPs and the train step's peak memory, and "
+    "compare its time per FLOP with a 3x3 Conv+BN+SiLU of the same shape, at YOLO's P3/P4/P5 feature maps."
+)
+REFERENCE = "Conv 3x3"
+LEVELS = {"P3": (8, 256), "P4": (16, 512), "P5": (32, 1024)}  # level -> (stride, YOLOv8 channels before scaling)
+WIDTHS = {"n": 0.25, "s": 0.5, "m": 0.75, "l": 1.0}  # YOLOv8 width multiples
+
+
+def operators() -> dict[str, Callable[[int], Any]]:
+    """Reference conv and every operator, by name: channels C -> a C -> C module."""
+    from ultralytics.nn.modules import Conv
+
+    from yolo_attn import AttnConv, CoordAtt, CoTAttention
+    from yolo_attn.cot import C2f_CoT
+
+    return {
+        REFERENCE: lambda c: Conv(c, c, 3),
+        "CoTAttention": lambda c: CoTAttention(c, c),
+        "AttnConv": lambda c: AttnConv(c, c),
+        "CoordAtt": lambda c: CoordAtt(c, c),
+        "C2f_CoT": lambda c: C2f_CoT(c, c, 1),  # one CoT bottleneck at C/2, as in yolov8n-c2f-cot
+    }
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Options of the operators mode."""
+    ap.add_argument("--ops", nargs="+", default=None, help="shell patterns selecting operators (default: all)")
+    ap.add_argument("--scales", nargs="+", default=["n", "s"], choices=list(WIDTHS), help="model width scales")
+    ap.add_argument("--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS), help="feature levels")
+    ap.add_argument("--imgsz", type=int, default=640, help="input image size the feature maps belong to")
+    ap.add_argument("--batch", type=int, default=1, help="batch size, inference and train step")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    ap.add_argument("--runs", type=int, default=5, help="timed calls per module per round")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed calls per module per round")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile(fullgraph=True) (slow to build)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads")
+    ap.add_argument("--out", default="runs/yolo_attn_benchmark", help="output folder")
+
+
+def _fold(module):
+    """Fold every Ultralytics Conv's BN into its conv, as `model.fuse()` does for inference."""
+    from ultralytics.nn.modules import Conv
+    from ultralytics.utils.torch_utils import fuse_conv_and_bn
+
+    for m in module.modules():
+        if isinstance(m, Conv) and hasattr(m, "bn"):
+            m.conv = fuse_conv_and_bn(m.conv, m.bn)
+            delattr(m, "bn")
+            m.forward = m.forward_fuse
+    return module
+
+
+def _infer_fn(module, x) -> Callable[[], Any]:
+    import torch
+
+    def run():
+        with torch.inference_mode():
+            module(x)
+
+    return run
+
+
+def _step_fn(module, x, grad) -> Callable[[], Any]:
+    """Forward and backward of a fixed output gradient; parameter and input gradients are dropped before each step."""
+    x = x.clone().requires_grad_(True)
+    params = list(module.parameters())
+
+    def step():
+        for p in params:
+            p.grad = None
+        x.grad = None
+        module(x).backward(grad)
+
+    return step
+
+
+def peak_step_memory(step: Callable[[], Any]) -> int:
+    """Bytes: the peak of the running sum of CPU allocations and frees recorded during one call of `step`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
+    )
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()  # negative for a free
+        peak = max(peak, live)
+    return peak
+
+
+def _ratios(samples: dict[str, list[list[float]]], name: str, scale: float = 1.0) -> list[float]:
+    """Per round: median time of `name` / median time of the reference conv, divided by `scale`."""
+    return [statistics.median(a) / statistics.median(b) / scale for a, b in zip(samples[name], samples[REFERENCE])]
+
+
+def measure_level(args: argparse.Namespace, scale: str, level: str, names: list[str]) -> list[dict[str, Any]]:
+    """Measure the reference conv and the operators `names` at one (scale, level); return one row per module."""
+    import torch
+
+    stride, c0 = LEVELS[level]
+    c, s = int(c0 * WIDTHS[scale]), args.imgsz // stride
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, c, s, s, generator=g)
+    grad = torch.randn(args.batch, c, s, s, generator=g)
+    factories = operators()
+    rows, infer, step = [], {}, {}
+    for name in [REFERENCE, *names]:
+        torch.manual_seed(0)
+        train = factories[name](c).train()
+        folded = _fold(copy.deepcopy(train)).eval()
+        infer[name], step[name] = _infer_fn(folded, x), _step_fn(train, x, grad)
+        if args.compile:
+            infer[f"{name} compiled"] = _infer_fn(torch.compile(folded, fullgraph=True), x)
+            step[f"{name} compiled"] = _step_fn(torch.compile(train, fullgraph=True), x, grad)
+        rows.append(
+            {
+                "scale": scale,
+                "level": level,
+                "shape": [c, s, s],
+                "operator": name,
+                "flops": count_flops(folded, x),
+                "peak_train_bytes": peak_step_memory(step[name]),
+            }
+        )
+    label = f"{scale} {level} {c}x{s}x{s}"
+    samples = {
+        "infer": interleaved(infer, args.rounds, args.runs, args.warmup, f"ops {label} inference"),
+        "train": interleaved(step, args.rounds, args.runs, args.warmup, f"ops {label} train step"),
+    }
+    ref_flops = rows[0]["flops"]
+    for row in rows:
+        name, flop_ratio = row["operator"], row["flops"] / ref_flops
+        for key, timed in samples.items():
+            row[f"{key}_ms"] = statistics.median(t for r in timed[name] for t in r)
+            row[f"{key}_samples_ms"] = timed[name]
+            row[f"{key}_time_ratios"] = _ratios(timed, name)
+            row[f"{key}_flop_ratios"] = _ratios(timed, name, flop_ratio)
+            if args.compile:
+                row[f"{key}_compiled_speedups"] = [
+                    statistics.median(a) / statistics.median(b) for a, b in zip(timed[name], timed[f"{name} compiled"])
+                ]
+    return rows
+
+
+def _cell(values: list[float]) -> str:
+    """Median over rounds, with the min-max range when there is more than one round."""
+    med = statistics.median(values)
+    return f"{med:.2f}× ({min(values):.2f}–{max(values):.2f})" if len(values) > 1 else f"{med:.2f}×"
+
+
+def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict) -> str:
+    """The operators table with machine, load and method."""
+    compiled = settings["compile"]
+    head = "| scale | level C×H×W | operator | GFLOPs | infer ms | infer per FLOP vs conv | train step ms "
+    head += "| train per FLOP vs conv | time vs conv infer / train | peak train MiB |"
+    if compiled:
+        head += " compiled speed-up infer / train |"
+    lines = [head, "|" + " --- |" * 3 + " ---: |" * (head.count("|") - 4)]
+    for r in rows:
+        ref = r["operator"] == REFERENCE
+        cells = [
+            r["scale"],
+            f"{r['level']} {'×'.join(map(str, r['shape']))}",
+            f"**{r['operator']}**" if ref else r["operator"],
+            f"{r['flops'] / 1e9:.3f}",
+            f"{r['infer_ms']:.2f}",
+            "reference" if ref else _cell(r["infer_flop_ratios"]),
+            f"{r['train_ms']:.2f}",
+            "reference" if ref else _cell(r["train_flop_ratios"]),
+            "reference"
+            if ref
+            else f"{statistics.median(r['infer_time_ratios']):.2f} / {statistics.median(r['train_time_ratios']):.2f}",
+            f"{r['peak_train_bytes'] / 2**20:.1f}",
+        ]
+        if compiled:
+            cells.append(
+                f"{statistics.median(r['infer_compiled_speedups']):.2f}× / "
+                f"{statistics.median(r['train_compiled_speedups']):.2f}×"
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    s, load = settings, machine.get("loadavg_start")
+    v = ", ".join(f"{k} {val}" for k, val in machine["versions"].items())
+    return "\n".join(
+        [
+            "# yolo_attn operators",
+            "",
+            f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']} RAM; {v}. "
+            + (f"Load average at start {load[0]:.2f}, at end {machine['loadavg_end'][0]:.2f}. " if load else "")
+            + f"Run {s['started']}, {s['total_seconds'] / 60:.1f} min.",
+            "",
+            *lines,
+            "",
+            f"- Feature maps of a {s['imgsz']}² input, batch {s['batch']}, {s['threads']} thread(s). GFLOPs: "
+            "`count_flops` of the operator with Conv+BN folded (multiply-accumulate = 2 FLOPs, elementwise "
+            "arithmetic, reductions and norms included).",
+            "- Inference: eval mode, BN folded, `torch.inference_mode`. Train step: train mode, forward + backward "
+            "of a fixed random output gradient (parameter and input gradients).",
+            f"- Per FLOP vs conv: (t_op / t_conv) / (FLOPs_op / FLOPs_conv), t per round the median of "
+            f"{s['runs']} calls, median over {s['rounds']} interleaved rounds (min–max over rounds in brackets); "
+            "time vs conv: the plain time ratio. The conv is Ultralytics' `Conv(C, C, 3)` (+BN+SiLU).",
+            "- Peak train MiB: highest running sum of the CPU allocator events `torch.profiler(profile_memory=True)` "
+            "records during one train step (memory live before the step, such as weights and input, excluded).",
+        ]
+        + (["- Compiled speed-up: eager time / `torch.compile(fullgraph=True)` time, same rounds."] if compiled else [])
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the operators mode with parsed options and write `ops.md` and `ops.json` into `args.out`."""
+    import torch
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    names = [n for n in operators() if n != REFERENCE]
+    if args.ops:
+        names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in args.ops)]
+        if not names:
+            raise SystemExit(f"benchmark: --ops {' '.join(args.ops)} matches none of {list(operators())[1:]}")
+    machine = machine_info()
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    rows = [row for scale in args.scales for level in args.levels for row in measure_level(args, scale, level, names)]
+    machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    settings = {**vars(args), "started": started, "total_seconds": time.perf_counter() - t0}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(rows, settings, machine)
+    (out / "ops.md").write_text(text + "\n", encoding="utf-8")
+    (out / "ops.json").write_text(json.dumps({"settings": settings, "machine": machine, "rows": rows}, indent=1))
+    print(text)
+    return 0
