@@ -2,7 +2,8 @@
 shapes as stock, and lookup by the scaled name.
 
 The wiring check is generic: it deletes the channel-keeping attention rows, remaps `from` indices and renames the CoT
-blocks, then requires the stock twin's rows exactly; no per-YAML index table.
+blocks, then requires the stock twin's rows exactly; no per-YAML index table. YAMLs written by reference are checked
+in their expanded form, so the check also covers the expansion.
 """
 
 import re
@@ -14,30 +15,57 @@ import pytest
 import torch
 import ultralytics
 from ultralytics import YOLO
-from ultralytics.nn.tasks import DetectionModel, parse_model
+from ultralytics.nn.tasks import parse_model, yaml_model_load
 from ultralytics.utils import YAML
 
 from yolo_attn.lookup import shipped_dir
+from yolo_attn.reference import TWINS
 
 YAML_DIR = shipped_dir("model_yamls")
 YAMLS = sorted(YAML_DIR.glob("*.yaml"))
 ATTENTION = {"CoordAtt", "CoTAttention", "AttnConv"}  # channel-keeping layers: inserted rows
-BLOCKS = {"C2f_CoT": "C2f", "C3k2_CoT": "C3k2"}  # drop-in replacements: renamed rows
+BLOCKS = {twin: stock for stock, twin in TWINS.items()}  # drop-in replacements: renamed rows
 STOCK_DIR = Path(ultralytics.__file__).parent / "cfg" / "models"
-STOCK = {"yolov8": STOCK_DIR / "v8" / "yolov8.yaml", "yolo11": STOCK_DIR / "11" / "yolo11.yaml"}
 SCALES = "nsmlx"
-EXPECTED = {
-    f"{family}-{variant}.yaml"
-    for family in STOCK
-    for variant in ("ca", "cot", "attnconv", "ca-neck", "cot-neck", "attnconv-neck")
-} | {"yolov8-c2f-cot.yaml", "yolo11-c3k2-cot.yaml"}
+VARIANTS = ("ca", "cot", "attnconv", "ca-neck", "cot-neck", "attnconv-neck")
+TASKS = ("seg", "pose", "obb", "cls")
+EXPECTED = (
+    {f"{family}-{variant}.yaml" for family in ("yolov8", "yolo11", "yolo26") for variant in VARIANTS}
+    | {"yolov8-c2f-cot.yaml", "yolo11-c3k2-cot.yaml", "yolo26-c3k2-cot.yaml"}
+    | {f"{family}-{task}-{op}.yaml" for family, op in (("yolo11", "ca"), ("yolo26", "cot")) for task in TASKS}
+)
 
 
-def family(path: Path) -> str:
-    """Return the stock family (a key of STOCK) a shipped YAML is derived from, from its file name."""
+def stock_twin(path: Path) -> Path:
+    """Return the stock Ultralytics YAML a shipped YAML is derived from: its `base:` or, for a YAML written in full,
+    the family named by its file name."""
+    d = YAML.load(path)
+    if "base" in d:
+        return next(STOCK_DIR.rglob(d["base"]))
     match = re.match(r"(yolov8|yolo11)-", path.name)
-    assert match, f"{path.name}: no stock twin known (name must start with one of {sorted(STOCK)} and '-')"
-    return match.group(1)
+    assert match, f"{path.name}: no stock twin known (a full YAML's name must start with yolov8- or yolo11-)"
+    return STOCK_DIR / {"yolov8": "v8", "yolo11": "11"}[match.group(1)] / f"{match.group(1)}.yaml"
+
+
+def load(path: Path) -> dict:
+    """Return a YAML as the model sees it: expanded when written by reference."""
+    d = yaml_model_load(str(path))
+    d.pop("scale")
+    return d
+
+
+def model_class(path: Path) -> type:
+    """Return the Ultralytics model class for a YAML's task."""
+    from ultralytics.nn import tasks
+
+    task = tasks.guess_model_task(load(path))
+    return {
+        "detect": tasks.DetectionModel,
+        "segment": tasks.SegmentationModel,
+        "pose": tasks.PoseModel,
+        "obb": tasks.OBBModel,
+        "classify": tasks.ClassificationModel,
+    }[task]
 
 
 def strip_plugin(rows: list) -> list:
@@ -91,23 +119,23 @@ def layer_channels(layers, x: torch.Tensor) -> list:
     return channels
 
 
-def build(path: Path, scale: str) -> DetectionModel:
-    """Build a shipped (or stock) YAML at `scale` with `DetectionModel`, which also runs its 256 px stride forward."""
+def build(path: Path, scale: str) -> torch.nn.Module:
+    """Build a shipped (or stock) YAML at `scale` with its task's model class, which also runs its stride forward."""
     with torch.no_grad():  # the stride forward needs no autograd graph
-        return DetectionModel({**YAML.load(path), "scale": scale}, verbose=False)
+        return model_class(path)({**load(path), "scale": scale}, verbose=False)
 
 
 @cache
-def model_n(path: Path) -> DetectionModel:
+def model_n(path: Path) -> torch.nn.Module:
     """Scale-n build, shared by the tests that use it (larger scales are built, checked and dropped)."""
     torch.manual_seed(0)
     return build(path, "n").eval()
 
 
 @cache
-def stock_channels(fam: str, scale: str) -> list:
+def stock_channels(stock: Path, scale: str) -> list:
     """(c_in, c_out) of each layer but the head of the stock twin at `scale` (parsed only: no stride forward)."""
-    layers, _ = parse_model(deepcopy({**YAML.load(STOCK[fam]), "scale": scale}), ch=3, verbose=False)
+    layers, _ = parse_model(deepcopy({**YAML.load(stock), "scale": scale}), ch=3, verbose=False)
     with torch.no_grad():
         return layer_channels(layers.eval(), torch.zeros(1, 3, 32, 32))
 
@@ -137,7 +165,7 @@ def test_every_planned_yaml_is_shipped():
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
 def test_wiring_is_stock_without_plugin_rows(path):
-    d, stock = YAML.load(path), YAML.load(STOCK[family(path)])
+    d, stock = load(path), YAML.load(stock_twin(path))
     rows = d["backbone"] + d["head"]
     assert any(m in ATTENTION or m in BLOCKS for _, _, m, _ in rows), f"{path.name} uses no plugin module"
     assert d["scales"] == stock["scales"]
@@ -146,8 +174,11 @@ def test_wiring_is_stock_without_plugin_rows(path):
     assert not bypassed, f"{path.name}: (row, layer) pairs that read around the layer's attention: {bypassed}"
     stripped = strip_plugin(rows)
     nb = len(strip_plugin(d["backbone"]))  # attention rows of the backbone belong to the backbone
-    assert stripped[:nb] == stock["backbone"], f"{path.name}: backbone differs from {STOCK[family(path)].name}"
-    assert stripped[nb:] == stock["head"], f"{path.name}: head differs from {STOCK[family(path)].name}"
+    assert stripped[:nb] == stock["backbone"], f"{path.name}: backbone differs from {stock_twin(path).name}"
+    assert stripped[nb:] == stock["head"], f"{path.name}: head differs from {stock_twin(path).name}"
+    layer_map = [None if m in ATTENTION else i for i, (_, _, m, _) in enumerate(rows)]
+    kept = [i for i in layer_map if i is not None]
+    assert d["layer_map"] == [None if i is None else kept.index(i) for i in layer_map], "layer map must match"
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
@@ -156,17 +187,19 @@ def test_starts_with_comment_block(path):
     block = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
     assert len(block) >= 3, f"{path.name} must start with a comment block (operator, where and why, wiring, usage)"
     assert block[0].startswith("# yolo_attn:")
-    scaled = re.sub(r"^(yolov8|yolo11)-", r"\1n-", path.name)
+    scaled = re.sub(r"^(yolov8|yolo11|yolo26)-", r"\1n-", path.name)
     assert any("Usage:" in line and scaled in line for line in block), f"usage line should name {scaled}"
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
 def test_builds_at_every_scale_with_channels_kept(path):
-    d = YAML.load(path)
+    d = load(path)
     names = [m for _, _, m, _ in d["backbone"] + d["head"]]
     attention = [m in ATTENTION for m in names]
     plugin = {i: m for i, m in enumerate(names) if m in ATTENTION or m in BLOCKS}
-    for scale in SCALES:
+    # A YAML by reference takes its widths from the expansion, which tests/test_reference.py checks on every stock
+    # model at n and s; the full scale sweep is for the YAMLs written out by hand.
+    for scale in SCALES if "base" not in YAML.load(path) else "ns":
         model = model_n(path) if scale == "n" else build(path, scale).eval()
         assert {i: type(model.model[i]).__name__ for i in plugin} == plugin, "plugin rows must build plugin modules"
         with torch.no_grad():
@@ -176,7 +209,7 @@ def test_builds_at_every_scale_with_channels_kept(path):
             if attention[i]:
                 assert c_out == c_in, f"{path.name} scale {scale}: layer {i} changed {c_in} to {c_out} channels"
         kept = [c for c, att in zip(got, attention) if not att]
-        assert kept == stock_channels(family(path), scale), f"{path.name} scale {scale}: channels differ from stock"
+        assert kept == stock_channels(stock_twin(path), scale), f"{path.name} scale {scale}: channels differ from stock"
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (96, 160)], ids=["square", "rect"])
@@ -185,7 +218,7 @@ def test_forward_shapes_as_stock(path, shape):
     x = torch.rand(1, 3, *shape)
     with torch.no_grad():
         got = [t.shape for t in outputs(model_n(path)(x))]
-        expected = [t.shape for t in outputs(model_n(STOCK[family(path)])(x))]
+        expected = [t.shape for t in outputs(model_n(stock_twin(path))(x))]
     assert got == expected
 
 
