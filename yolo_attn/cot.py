@@ -32,7 +32,8 @@ class PooledBatchNorm2d(nn.BatchNorm2d):
     YOLO training does meet batch 1 (tiny data sets, the last batch of an epoch, `batch=1`). For that case only this
     layer normalises with its running statistics, exactly as in eval mode, and leaves them unchanged: a single sample
     carries no variance estimate. Weight and bias still receive gradients. The switch reads the tensor's shape, never
-    its values, so tracing and export are unaffected (in eval mode it is never taken).
+    its values, so tracing and export are unaffected (in eval mode it is never taken). Inside a YOLO model the plugin's
+    parser wrapper gives it Ultralytics' BN eps/momentum, which `initialize_weights` sets only on exact BatchNorm2d.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,9 +56,11 @@ def local_aggregate(v: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> to
     """Aggregate values over each position's k x k neighbourhood with per-position weights (CoT dynamic context).
 
     out[b, c, p] = sum over offsets d of attn[b, c mod G, d, p] * v[b, c, p + d], zero padded, where G = C / 8 is the
-    number of attention maps. This is the official CoTNet `LocalConvolution` (a CUDA kernel there) written as a loop
-    over the k^2 offsets of a padded `v`, so memory stays O(C * H * W): an unfold of `v` would materialise a
-    k^2 * C * H * W tensor.
+    number of attention maps. This is the official CoTNet `LocalConvolution` (a CUDA kernel there) written as k^2
+    fused multiply-adds over shifted windows of a padded `v`, so memory stays O(C * H * W): an unfold of `v` would
+    materialise a k^2 * C * H * W tensor. When gradients are needed (and not while tracing for export), the same
+    forward runs inside `_LocalAggregate`, whose hand-written backward accumulates into one buffer instead of
+    autograd's k^2 zero-padded copies; this is also the seam where a fused kernel (CUDA/Triton) would plug in.
 
     Args:
         v (torch.Tensor): Values, (B, C, H, W) with C divisible by G.
@@ -67,16 +70,59 @@ def local_aggregate(v: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> to
     Returns:
         (torch.Tensor): Aggregated values, (B, C, H, W).
     """
-    k, p = kernel_size, kernel_size // 2
-    g = attn.shape[1]
+    if torch.is_grad_enabled() and (v.requires_grad or attn.requires_grad) and not torch.jit.is_tracing():
+        return _LocalAggregate.apply(v, attn, kernel_size)
+    return _aggregate(v, attn, kernel_size)
+
+
+def _aggregate(v: torch.Tensor, attn: torch.Tensor, k: int) -> torch.Tensor:
+    """Forward of `local_aggregate`: one multiply pass, then one in-place fused multiply-add pass per further offset.
+
+    The in-place `addcmul_` is autograd-safe (its backward needs only its two factors, not the accumulator) and
+    exports to ONNX as Mul + Add.
+    """
+    p, g = k // 2, attn.shape[1]
     # Channel c = j * G + m uses map m: split C into (C / G, G) so the G maps broadcast over the leading axis.
     vp = F.pad(v, (p, p, p, p)).unflatten(1, (-1, g))  # (B, C/G, G, H+2p, W+2p)
-    out = None
-    for i in range(k):
-        for j in range(k):
-            term = attn[:, :, i * k + j].unsqueeze(1) * vp[..., _shift(i, k), _shift(j, k)]  # (B, C/G, G, H, W)
-            out = term if out is None else out + term
+    a = attn.unsqueeze(1)  # (B, 1, G, k*k, H, W)
+    out = a[:, :, :, 0] * vp[..., _shift(0, k), _shift(0, k)]  # (B, C/G, G, H, W)
+    for d in range(1, k * k):
+        out.addcmul_(a[:, :, :, d], vp[..., _shift(d // k, k), _shift(d % k, k)])
     return out.flatten(1, 2)  # (B, C, H, W)
+
+
+class _LocalAggregate(torch.autograd.Function):
+    """`_aggregate` with a backward that keeps memory O(C * H * W) and makes one pass per offset and gradient.
+
+    With g the output gradient split as (B, C/G, G, H, W):
+    dv_padded[j, m, p + d] += attn[m, d, p] * g[j, m, p]   (in place into one padded buffer, cropped at the end)
+    dattn[m, d, p] = sum_j g[j, m, p] * v_padded[j, m, p + d]
+    """
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, attn: torch.Tensor, k: int) -> torch.Tensor:
+        ctx.save_for_backward(v, attn)
+        ctx.k = k
+        return _aggregate(v, attn, k)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        v, attn = ctx.saved_tensors
+        k, g = ctx.k, attn.shape[1]
+        p = k // 2
+        vp = F.pad(v, (p, p, p, p)).unflatten(1, (-1, g))  # (B, C/G, G, H+2p, W+2p)
+        grad = grad.unflatten(1, (-1, g))  # (B, C/G, G, H, W)
+        a = attn.unsqueeze(1)  # (B, 1, G, k*k, H, W)
+        dvp = torch.zeros_like(vp) if ctx.needs_input_grad[0] else None
+        dattn = torch.empty_like(attn) if ctx.needs_input_grad[1] else None
+        for d in range(k * k):
+            window = (..., _shift(d // k, k), _shift(d % k, k))
+            if dvp is not None:
+                dvp[window].addcmul_(grad, a[:, :, :, d])
+            if dattn is not None:
+                torch.sum(grad * vp[window], 1, out=dattn[:, :, d])
+        dv = dvp[..., _shift(p, k), _shift(p, k)].flatten(1, 2) if dvp is not None else None  # crop the padding
+        return dv, dattn, None
 
 
 class CoTAttention(nn.Module):
