@@ -2,7 +2,10 @@
 
 import pytest
 import torch
+from test_attn_conv import _randomise
+from test_attn_conv import reference as attn_conv_reference
 
+from yolo_attn import AttnConv
 from yolo_attn.cot import _aggregate, local_aggregate
 
 
@@ -24,3 +27,36 @@ def test_local_aggregate_backward_with_only_one_input_requiring_grad():
     v, a = torch.randn(1, 8, 4, 4), torch.randn(1, 1, 9, 4, 4, requires_grad=True)
     local_aggregate(v, a, 3).sum().backward()
     assert a.grad.shape == a.shape
+
+
+# AttnConv's global attention takes the fused kernel for N * M >= 2**15 score entries (eager and compiled) and the
+# written-out form while tracing for export: 40 x 40 with pool 4 gives N = 1600, M = 100.
+@pytest.mark.parametrize("c, size", [(32, (40, 40)), (16, (45, 37))])
+def test_attn_conv_fused_attention_matches_reference(c, size):
+    torch.manual_seed(0)
+    m = _randomise(AttnConv(c, c)).eval()
+    x = torch.randn(1, c, *size)
+    ref = attn_conv_reference(m, x)
+    with torch.no_grad():
+        y = m(x)
+        y16 = m.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert (y.double() - ref).abs().max().item() < 1e-5
+    assert (y16.double() - ref).abs().max().item() < 0.05 * ref.abs().max().item()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("opset", [13, 20])
+def test_attn_conv_onnx_matches_fused_eager(tmp_path, opset):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    m = _randomise(AttnConv(32, 32)).eval()
+    path, axes = tmp_path / "a.onnx", {0: "b", 2: "h", 3: "w"}
+    torch.onnx.export(
+        m, (torch.randn(1, 32, 8, 8),), str(path), dynamo=False, opset_version=opset,
+        input_names=["x"], output_names=["y"], dynamic_axes={"x": axes, "y": axes},
+    )  # fmt: skip
+    x = torch.randn(1, 32, 40, 40)
+    with torch.no_grad():
+        expected = m(x).numpy()  # eager: the fused kernel
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+    assert abs(got - expected).max() < 1e-4
