@@ -166,3 +166,9 @@ def test_ops_mode_end_to_end(tmp_path):
             assert r["infer_flop_ratios"] == r["train_time_ratios"] == [1.0, 1.0]
     table = markdown_tables((tmp_path / "ops.md").read_text())[0]
     assert len(table) == 2 + len(raw["rows"])
+
+
+def test_fused_cpu_attention_counts_its_two_matrix_products():
+    q, k, v = torch.rand(1, 2, 300, 16), torch.rand(1, 2, 120, 16), torch.rand(1, 2, 120, 16)
+    sdpa = Lambda(lambda q: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    assert count_flops(sdpa, q) == 2 * (2 * 300 * 120 * 16) * 2  # q kᵀ and (softmax) v, 2 heads

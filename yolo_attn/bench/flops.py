@@ -39,6 +39,13 @@ def _group_norm(x_shape, *args, out_shape=None, **kwargs) -> int:
     return 7 * _numel(x_shape)
 
 
+def _sdpa_cpu(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+    """PyTorch's fused CPU attention kernel: its two matrix products, by torch's own SDPA rule (it has none for it)."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(q_shape, k_shape, v_shape)
+
+
 def _flop_mapping() -> dict:
     """Extra FLOP formulas for torch's FlopCounterMode, keyed by aten overload packet."""
     import torch
@@ -52,6 +59,7 @@ def _flop_mapping() -> dict:
         (("avg_pool2d",), _avg_pool),
         (("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training"), _batch_norm),
         (("native_group_norm", "native_layer_norm"), _group_norm),
+        (("_scaled_dot_product_flash_attention_for_cpu",), _sdpa_cpu),
     ):
         for name in names:
             if hasattr(aten, name):
