@@ -115,12 +115,13 @@ class _LocalAggregate(torch.autograd.Function):
         a = attn.unsqueeze(1)  # (B, 1, G, k*k, H, W)
         dvp = torch.zeros_like(vp) if ctx.needs_input_grad[0] else None
         dattn = torch.empty_like(attn) if ctx.needs_input_grad[1] else None
+        prod = torch.empty_like(grad)  # one reused buffer: a fresh large tensor per offset costs page faults
         for d in range(k * k):
             window = (..., _shift(d // k, k), _shift(d % k, k))
             if dvp is not None:
                 dvp[window].addcmul_(grad, a[:, :, :, d])
             if dattn is not None:
-                torch.sum(grad * vp[window], 1, out=dattn[:, :, d])
+                torch.sum(torch.mul(grad, vp[window], out=prod), 1, out=dattn[:, :, d])
         dv = dvp[..., _shift(p, k), _shift(p, k)].flatten(1, 2) if dvp is not None else None  # crop the padding
         return dv, dattn, None
 
