@@ -6,6 +6,7 @@ from test_attn_conv import _randomise
 from test_attn_conv import reference as attn_conv_reference
 
 from yolo_attn import AttnConv
+from yolo_attn.attn_conv import _depthwise
 from yolo_attn.cot import _aggregate, local_aggregate
 
 
@@ -60,3 +61,11 @@ def test_attn_conv_onnx_matches_fused_eager(tmp_path, opset):
         expected = m(x).numpy()  # eager: the fused kernel
     (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
     assert abs(got - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("k, bias", [(3, True), (5, False)])
+def test_depthwise_backward_is_the_true_gradient(k, bias):
+    conv = torch.nn.Conv2d(6, 6, k, padding=k // 2, groups=6, bias=bias).double()
+    x = torch.randn(2, 6, 7, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, *params: _depthwise(conv, x), (x, *conv.parameters()))
+    assert "DepthwiseConv" in type(_depthwise(conv, x).grad_fn).__name__

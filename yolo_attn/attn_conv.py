@@ -49,9 +49,48 @@ class _LocalGroup(nn.Module):
         self.gate = nn.Sequential(nn.Conv2d(width, width, 1), nn.SiLU(), nn.Conv2d(width, width, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.dw(self.qkv(x)).chunk(3, dim=1)  # 3 x (B, g·d, H, W), channel layout (3, g, d)
+        q, k, v = _depthwise(self.dw, self.qkv(x)).chunk(3, dim=1)  # 3 x (B, g·d, H, W), channel layout (3, g, d)
         w = torch.tanh(self.gate(q * k) * self.scale)  # (B, g·d, H, W), weights in [-1, 1]
         return w * v
+
+
+def _depthwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv(x)` for a depthwise, stride-1 `nn.Conv2d`; when its weight needs a gradient, with a faster backward.
+
+    On one CPU thread oneDNN's depthwise weight gradient is 5-25x slower than the same sums computed as a grouped
+    convolution of the input with the output gradient (96 channels at 80x80: 11.3 vs 2.2 ms; at 40x40: 3.7 vs 0.2
+    ms). While tracing for export the plain conv is recorded.
+    """
+    if torch.is_grad_enabled() and conv.weight.requires_grad and not torch.jit.is_tracing():
+        return _DepthwiseConv.apply(x, conv.weight, conv.bias, conv.padding)
+    return conv(x)
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    """y = DWConv(x; w, b), stride 1; dw[c, 0, i, j] = sum over b, p of x_padded[b, c, p + (i, j)] · dy[b, c, p]."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        return F.conv2d(x, weight, bias, padding=padding, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        b, c, h, w = x.shape
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [1, 1], list(ctx.padding), [1, 1], False, [0, 0], c, [True, False, False]
+            )[0]
+        if ctx.needs_input_grad[1]:
+            # C groups, each with the B images of one channel as its inputs and that channel's dy as its kernel.
+            xs, gs = x.transpose(0, 1).reshape(1, c * b, h, w), grad.transpose(0, 1).reshape(c, b, *grad.shape[2:])
+            dw = F.conv2d(xs, gs, padding=ctx.padding, groups=c).transpose(0, 1)  # (C, 1, k, k)
+        if ctx.needs_input_grad[2]:
+            db = grad.sum((0, 2, 3))
+        return dx, dw, db, None
 
 
 class _GlobalGroup(nn.Module):
