@@ -45,6 +45,15 @@ def run(args: list, cwd: Path, env: dict = None, timeout: int = 600) -> subproce
     return proc
 
 
+def outputs(x) -> list:
+    """Flatten a model's (nested) output into a list of tensors."""
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, dict):
+        x = list(x.values())
+    return [t for item in (x if isinstance(x, (list, tuple)) else []) for t in outputs(item)]
+
+
 def randomise_norms(m: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every norm layer non-trivial statistics and affine parameters, so a misplaced norm shows in the output."""
     g = torch.Generator().manual_seed(seed)

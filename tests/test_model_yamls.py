@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import ultralytics
+from conftest import outputs
 from ultralytics import YOLO
 from ultralytics.nn.tasks import parse_model, yaml_model_load
 from ultralytics.utils import YAML
@@ -138,15 +139,6 @@ def stock_channels(stock: Path, scale: str) -> list:
     layers, _ = parse_model(deepcopy({**YAML.load(stock), "scale": scale}), ch=3, verbose=False)
     with torch.no_grad():
         return layer_channels(layers.eval(), torch.zeros(1, 3, 32, 32))
-
-
-def outputs(x) -> list:
-    """Flatten a model's (nested) output into a list of tensors."""
-    if isinstance(x, torch.Tensor):
-        return [x]
-    if isinstance(x, dict):
-        x = list(x.values())
-    return [t for item in (x if isinstance(x, (list, tuple)) else []) for t in outputs(item)]
 
 
 @pytest.fixture(scope="module", autouse=True)

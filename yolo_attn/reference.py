@@ -26,6 +26,7 @@ from typing import Callable, Optional
 INSERTABLE = ("CoordAtt", "CoTAttention", "AttnConv")  # channel-keeping operators: safe to insert anywhere
 TWINS = {"C2f": "C2f_CoT", "C3k2": "C3k2_CoT"}  # stock block -> its CoT twin (CoT in place of the 3x3 conv)
 OUTPUT_MODULES = {"Detect", "Segment", "Pose", "OBB", "Classify", "v10Detect", "Segment26", "Pose26", "OBB26"}
+MULTI_OUTPUT_MODULES = {"CBLinear"}  # layers whose output is a list of feature maps, not one
 REFERENCE_KEYS = ("base", "insert", "replace")
 
 
@@ -115,6 +116,11 @@ def expand(d: dict, load_base: Callable[[str], dict], modules: dict[str, type]) 
             raise InsertionError(
                 f"{_entry('insert', k, entry)}: layer {i} is the output layer ({rows[i][2]}) of {base_name}; "
                 f"expected a backbone or neck layer before it"
+            )
+        if rows[i][2] in MULTI_OUTPUT_MODULES:
+            raise InsertionError(
+                f"{_entry('insert', k, entry)}: layer {i} ({rows[i][2]}) of {base_name} outputs a list of feature "
+                f"maps; expected a layer with one feature map"
             )
         inserts.setdefault(i, []).append([-1, 1, name, _insert_args(k, entry, modules[name], entry[2:] and entry[2])])
     replaced: dict[int, str] = {}

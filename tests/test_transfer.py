@@ -1,0 +1,174 @@
+"""Pretrained weights survive insertion: every stock item transfers into plugin models (API and `yolo` command), the
+identity start (`layer_scale: 0.0`) predicts and validates exactly as stock, fine-tunes resume and reload safely."""
+
+import logging
+import re
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+from conftest import SANDBOX, YOLO_BIN, outputs, run
+from ultralytics import YOLO
+from ultralytics.nn.tasks import DetectionModel
+from ultralytics.utils import LOGGER
+
+FAST = ["imgsz=64", "batch=8", "workers=0", "plots=False", "amp=False", "device=cpu", "val=True"]
+
+
+def logged(fn) -> list:
+    """Call `fn` and return the messages Ultralytics' logger emitted meanwhile."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    LOGGER.addHandler(handler)
+    try:
+        fn()
+    finally:
+        LOGGER.removeHandler(handler)
+    return [r.getMessage() for r in records]
+
+
+def transferred(messages: list) -> tuple:
+    """Return (N, M) of Ultralytics' 'Transferred N/M items' line."""
+    match = next(re.search(r"Transferred (\d+)/(\d+) items", m) for m in messages if "Transferred" in m)
+    return int(match.group(1)), int(match.group(2))
+
+
+@pytest.fixture(scope="module")
+def stock_pt(tiny_data) -> Path:
+    """A stock YOLO11n checkpoint trained one epoch on the tiny data (its class count, real BN statistics)."""
+    project = SANDBOX / "transfer"
+    run([YOLO_BIN, "train", "model=yolo11n.yaml", f"data={tiny_data}", "epochs=1", "pretrained=False", *FAST,
+         f"project={project}", "name=stock", "exist_ok=True"], cwd=SANDBOX)  # fmt: skip
+    return project / "stock" / "weights" / "last.pt"
+
+
+@pytest.fixture(scope="module")
+def identity_yaml(tmp_path_factory) -> Path:
+    """yolo11-cot (a full YAML) plus CoordAtt and AttnConv by reference, all starting as the identity."""
+    folder = tmp_path_factory.mktemp("identity")
+    path = folder / "yolo11-cot-id.yaml"
+    path.write_text(
+        "base: yolo11-cot.yaml\nnc: 7 # synth-shapes\nlayer_scale: 0.0\n"
+        "insert:\n  - [4, CoordAtt, []]\n  - [16, AttnConv, []]\n"
+    )
+    return folder / "yolo11n-cot-id.yaml"  # scale n, found by Ultralytics' scale-free retry
+
+
+def replaced_convs(stock: torch.nn.Module, plugin: torch.nn.Module) -> set:
+    """Return the stock keys that CoT twins have no counterpart for: each bottleneck's 3x3 conv that CoT replaces,
+    and its first conv where the twin runs at another width (C3k2's plain bottleneck: c -> c/2 in stock, c -> c)."""
+    from ultralytics.nn.modules.block import Bottleneck
+
+    layer_map, target = plugin.yaml["layer_map"], plugin.state_dict()
+    new_of = {j: i for i, j in enumerate(layer_map) if j is not None}
+    twins = [layer_map[i] for i, m in enumerate(plugin.model) if type(m).__name__ in ("C2f_CoT", "C3k2_CoT")]
+    fresh = set()
+    for i in twins:
+        for name, m in stock.model[i].named_modules():
+            if isinstance(m, Bottleneck):
+                fresh |= {f"model.{i}.{name}.cv2.{key}" for key in m.cv2.state_dict()}
+                for key, value in m.cv1.state_dict().items():
+                    moved = f"model.{new_of[i]}.{name}.cv1.{key}"
+                    if moved not in target or target[moved].shape != value.shape:
+                        fresh.add(f"model.{i}.{name}.cv1.{key}")
+    return fresh
+
+
+@pytest.mark.parametrize(
+    "stock, plugin",
+    [
+        ("yolo11n.yaml", "yolo11n-ca.yaml"),
+        ("yolo11n.yaml", "yolo11n-cot-neck.yaml"),
+        ("yolo26n-seg.yaml", "yolo26n-seg-cot.yaml"),
+        ("yolo26n-cls.yaml", "yolo26n-cls-cot.yaml"),
+        ("yolov8n.yaml", "yolov8n-c2f-cot.yaml"),
+        ("yolo26s.yaml", "yolo26s-c3k2-cot.yaml"),
+    ],
+)
+def test_every_stock_item_transfers(stock, plugin):
+    source, target = YOLO(stock).model, YOLO(plugin).model
+    fresh = replaced_convs(source, target)
+    n, m = transferred(logged(lambda: target.load(source)))
+    assert m == len(target.state_dict())
+    assert n == len(source.state_dict()) - len(fresh), f"{plugin}: {n}/{len(source.state_dict())} items transferred"
+    assert ("c2f-cot" in plugin or "c3k2-cot" in plugin) == bool(fresh)
+    weights = dict(target.named_parameters())
+    for i, j in enumerate(target.yaml["layer_map"]):  # spot check: the first conv of every stock layer moved along
+        if j is not None and f"model.{i}.conv.weight" in weights:
+            assert torch.equal(weights[f"model.{i}.conv.weight"], source.state_dict()[f"model.{j}.conv.weight"])
+
+
+def test_identity_start_predicts_as_stock(identity_yaml):
+    torch.manual_seed(0)
+    stock = DetectionModel("yolo11n.yaml", nc=7, verbose=False).eval()  # the class count of the YAML below
+    for m in stock.modules():  # non-trivial BN statistics, so a misplaced layer would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 1.5)
+    model = YOLO(str(identity_yaml)).model
+    model.load(stock)
+    model.eval()
+    assert sum(type(m).__name__ in ("CoTAttention", "CoordAtt", "AttnConv") for m in model.model) == 4
+    for shape in [(1, 3, 64, 64), (2, 3, 96, 160)]:
+        x = torch.rand(shape)
+        with torch.no_grad():
+            a, b = stock(x)[0], model(x)[0]
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+    model.train()
+    loss = sum(t.float().pow(2).mean() for t in outputs(model(torch.rand(2, 3, 64, 64))))  # training-mode outputs
+    loss.backward()
+    gammas = [m.gamma for m in model.modules() if getattr(m, "gamma", None) is not None]
+    assert len(gammas) == 4 and all(g.grad is not None and g.grad.abs().sum() > 0 for g in gammas)
+
+
+def test_across_scales_warns_which_stock_layers_missed():
+    messages = logged(lambda: YOLO("yolo11s-ca.yaml").model.load(YOLO("yolo11n.yaml").model))
+    warning = [m for m in messages if "did not (fully) transfer" in m]
+    assert len(warning) == 1 and "stock layers 0, 1, 2" in warning[0]
+
+
+def test_yolo_train_from_stock_weights_transfers_all_and_starts_at_stock(stock_pt, identity_yaml, tiny_data):
+    project = SANDBOX / "transfer"
+    args = [f"model={identity_yaml}", f"pretrained={stock_pt}", f"data={tiny_data}", "epochs=1", *FAST]
+    out = run([YOLO_BIN, "train", *args, f"project={project}", "name=ft", "exist_ok=True"], cwd=identity_yaml.parent)
+    n_stock = len(YOLO(stock_pt).model.state_dict())
+    assert f"Transferred {n_stock}/" in out.stdout + out.stderr
+
+    # Epoch 0: the plugin model with stock weights validates exactly as the stock model.
+    model = YOLO(str(identity_yaml))
+    model.load(str(stock_pt))
+    kwargs = dict(data=tiny_data, imgsz=64, batch=8, workers=0, plots=False, device="cpu", verbose=False)
+    ours, stock = model.val(**kwargs, project=project, name="val_ours"), YOLO(stock_pt).val(**kwargs, name="val_s")
+    assert ours.results_dict == stock.results_dict
+    images = sorted((SANDBOX / "datasets" / "synth-shapes-tiny" / "images" / "val").glob("*.jpg"))
+    x = torch.stack([torch.from_numpy(cv2.resize(cv2.imread(str(f)), (64, 64))).permute(2, 0, 1) for f in images])
+    with torch.no_grad():  # the raw head outputs on the val images, before any thresholding
+        a, b = model.model.eval()(x.float() / 255)[0], YOLO(stock_pt).model.float().eval()(x.float() / 255)[0]
+    assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+    # The fine-tuned checkpoint reloads in a fresh process under restricted (weights_only) loading.
+    best = project / "ft" / "weights" / "best.pt"
+    script = f"from ultralytics import YOLO; m = YOLO({str(best)!r}); print(m.model.yaml['layer_map'].count(None))"
+    reload = run(["python", "-c", script], cwd=SANDBOX, env={"ULTRALYTICS_SAFE_LOAD": "1"})
+    assert reload.stdout.strip().splitlines()[-1] == "4"
+
+
+def test_fine_tune_resumes(stock_pt, identity_yaml, tiny_data):
+    project = SANDBOX / "transfer"
+
+    def stop_after_first_epoch(trainer):
+        if trainer.epoch == 0:
+            raise KeyboardInterrupt  # last.pt of epoch 1 is saved before this callback runs
+
+    model = YOLO(str(identity_yaml))
+    model.add_callback("on_fit_epoch_end", stop_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        model.train(data=tiny_data, epochs=2, pretrained=str(stock_pt), project=project, name="resume",
+                    exist_ok=True, imgsz=64, batch=8, workers=0, plots=False, amp=False, device="cpu")  # fmt: skip
+    last = project / "resume" / "weights" / "last.pt"
+    run([YOLO_BIN, "train", "resume", f"model={last}"], cwd=SANDBOX)
+    rows = (project / "resume" / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 3  # header + 2 epochs
+    assert YOLO(project / "resume" / "weights" / "best.pt").model.yaml["layer_scale"] == 0.0
