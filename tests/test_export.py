@@ -25,11 +25,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import YOLO_BIN, randomise_norms, run
+from conftest import YOLO_BIN, outputs, randomise_norms, run
 from torch import nn
 from ultralytics import YOLO
 from ultralytics.nn.modules import Conv
-from ultralytics.utils import ASSETS, LOGGER
+from ultralytics.utils import ASSETS, LOGGER, YAML
 from ultralytics.utils.export.engine import best_onnx_opset
 
 from yolo_attn import AttnConv, C2f_CoT, C3k2_CoT, CoordAtt, CoTAttention
@@ -46,7 +46,11 @@ DEFAULT_OPSET = None  # Ultralytics' choice (18 with torch >= 2.4)
 # Newest opset of the TorchScript-based exporter that Ultralytics uses (dynamo=False): 20 in torch 2.4 .. 2.15.
 MAX_OPSET = getattr(torch.onnx._constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20)
 
-YAMLS = sorted(shipped_dir("model_yamls").glob("*.yaml"))
+# The YOLOv8/YOLO11 detection zoo, and one YAML per task head: YOLO26's end-to-end Detect, Segment, Pose, OBB,
+# Classify (the other YOLO26 detection variants use the same operators and head).
+PER_TASK = ("yolo26-cot", "yolo26-attnconv-neck", "yolo11-seg-ca", "yolo26-pose-cot", "yolo11-obb-ca", "yolo26-cls-cot")
+YAMLS = sorted(p for p in shipped_dir("model_yamls").glob("*.yaml") if "base" not in YAML.load(p))
+YAMLS += [shipped_dir("model_yamls") / f"{stem}.yaml" for stem in PER_TASK]
 
 # Every plugin operator in one small detector, for the export matrix: a matrix cell then covers each operator.
 ALL_OPS_YAML = """
@@ -197,8 +201,10 @@ def make_checkpoint(cfg: str, path: Path, spread_scores: bool = True) -> Path:
             x = torch.from_numpy(images(h, w, batch=4))
             net(torch.cat((x, x.flip(3))))  # the photos and their mirror images
         net.eval()
-        if spread_scores:  # standardise each level's class logits over the photos: scores then spread over (0, 1)
-            heads = [branch[-1] for branch in net.model[-1].cv3]  # the 1x1 convs that output class logits
+        head = net.model[-1]
+        if spread_scores and hasattr(head, "cv3"):  # standardise each level's class logits over the photos
+            # the 1x1 convs that output class logits (YOLO26's end-to-end head infers with its one-to-one branch)
+            heads = [branch[-1] for branch in (head.one2one_cv3 if getattr(head, "end2end", False) else head.cv3)]
             logits = []
             hooks = [
                 m.register_forward_hook(lambda m, i, out: logits.append(out - m.bias[:, None, None])) for m in heads
@@ -217,16 +223,24 @@ def reference(ckpt: Path, xs: list) -> list:
     """Outputs of the checkpoint's PyTorch model in eval mode, unfused, float32 (first output: the decoded boxes)."""
     net = YOLO(ckpt).model.float().eval()
     with torch.no_grad():
-        return [net(torch.from_numpy(x))[0].numpy() for x in xs]
+        return [outputs(net(torch.from_numpy(x)))[0].numpy() for x in xs]
 
 
 def assert_close(y: np.ndarray, ref: np.ndarray, what: str) -> dict:
-    """Check the parity bound on the box rows and the class-score rows of a (B, 4 + nc, anchors) output."""
+    """Check the parity bound on the box rows and the other rows (class scores, mask coefficients, keypoints, angles)
+    of a (B, 4 + nc + extra, anchors) output; of an end-to-end (B, detections, 6) output's boxes and scores; of
+    classification probabilities (B, nc)."""
     assert y.shape == ref.shape, f"{what}: shape {y.shape} != {ref.shape}"
+    if y.ndim == 2:  # Classify
+        blocks = {"cls": (slice(None), slice(None))}
+    elif y.shape[-1] == 6:  # end-to-end: x1, y1, x2, y2, score, class per detection
+        blocks = {"box": (slice(None), slice(None), slice(0, 4)), "cls": (slice(None), slice(None), slice(4, 5))}
+    else:
+        blocks = {"box": (slice(None), slice(0, 4)), "cls": (slice(None), slice(4, None))}
     stats = {}
-    for block, rows in (("box", slice(0, 4)), ("cls", slice(4, None))):
-        diff = float(np.abs(y[:, rows] - ref[:, rows]).max())
-        scale = float(np.abs(ref[:, rows]).max())
+    for block, rows in blocks.items():
+        diff = float(np.abs(y[rows] - ref[rows]).max())
+        scale = float(np.abs(ref[rows]).max())
         bound = REL * scale + ABS
         assert diff <= bound, f"{what} {block}: max|Δ| = {diff:.3g} > {bound:.3g} (max|y| = {scale:.3g})"
         stats[block] = (diff, scale)
@@ -325,7 +339,7 @@ def test_shipped_yaml_onnx_matches_pytorch(tmp_path, yaml):
     f = export(ckpt, "dynamic", format="onnx", **YAML_EXPORT)
     xs = inputs_for(dynamic=True)
     (outs,) = run_isolated(tmp_path, {"model": (f, xs)}).values()
-    for x, (y,), ref in zip(xs, outs, reference(ckpt, xs)):
+    for x, (y, *_), ref in zip(xs, outs, reference(ckpt, xs)):  # the first output (a segment model adds its protos)
         assert_close(y, ref, f"{cfg} at {x.shape}")
 
 
