@@ -172,3 +172,9 @@ def test_fine_tune_resumes(stock_pt, identity_yaml, tiny_data):
     rows = (project / "resume" / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 3  # header + 2 epochs
     assert YOLO(project / "resume" / "weights" / "best.pt").model.yaml["layer_scale"] == 0.0
+
+
+def test_variant_to_variant_transfers_the_shared_stock_layers():
+    source, target = YOLO("yolo11n-ca.yaml").model, YOLO("yolo11n-cot.yaml").model  # fine-tuned CA -> CoT, say
+    n, _ = transferred(logged(lambda: target.load(source)))
+    assert n == len(YOLO("yolo11n.yaml").model.state_dict())

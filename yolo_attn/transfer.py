@@ -21,49 +21,54 @@ _original_load: list[Callable] = []  # BaseModel.load before patching; non-empty
 
 
 def remap(source: nn.Module, layer_map: list) -> Optional[nn.Module]:
-    """Return a shallow view of `source` with its layers at the indices `layer_map` gives them, or None.
+    """Return a shallow view of `source` with its stock layers at the indices `layer_map` gives them, or None.
+
+    The source is a stock model (its layer count is the stock one) or a plugin model with a layer map of its own
+    (another variant of the same stock model: the stock layers they share transfer).
 
     Args:
-        source (nn.Module): An Ultralytics model whose `model` holds the stock layers.
+        source (nn.Module): An Ultralytics model.
         layer_map (list): Stock index of each layer of the new model, None for an inserted layer.
 
     Returns:
-        (nn.Module | None): The view (sharing the source's layers), or None when `source` has not the stock layer count
-            or the map is the identity, so Ultralytics' plain key matching applies.
+        (nn.Module | None): The view (sharing the source's layers), or None when the source's layers already sit at the
+            new indices or cannot be placed, so Ultralytics' plain key matching applies.
     """
     layers = getattr(source, "model", None)
-    n_stock = sum(i is not None for i in layer_map)
-    if not isinstance(layers, nn.Sequential) or len(layers) != n_stock or layer_map == list(range(n_stock)):
+    if not isinstance(layers, nn.Sequential):
         return None
+    source_map = layer_map_of(getattr(source, "yaml", None)) or list(range(len(layers)))
+    n_stock = sum(i is not None for i in layer_map)
+    if len(source_map) != len(layers) or sum(i is not None for i in source_map) != n_stock or source_map == layer_map:
+        return None
+    index_of = {stock: i for i, stock in enumerate(source_map) if stock is not None}
     view = copy.copy(source)
     view._modules = dict(source._modules)  # the copy must not re-seat the source's own `model`
-    view.model = nn.Sequential(*(nn.Identity() if i is None else layers[i] for i in layer_map))
+    view.model = nn.Sequential(*(nn.Identity() if i is None else layers[index_of[i]] for i in layer_map))
     return view
 
 
-def _untransferred(source: nn.Module, target: nn.Module, layer_map: list) -> dict:
-    """Return stock layer index -> keys of `source` that will not transfer into `target` (missing or reshaped)."""
-    new_of = {stock: new for new, stock in enumerate(layer_map) if stock is not None}
+def _untransferred(view: nn.Module, target: nn.Module, layer_map: list) -> dict:
+    """Return stock layer index -> keys of the remapped source `view` that will not transfer into `target`."""
     dst = target.state_dict()
     out = defaultdict(list)
-    for key, value in source.state_dict().items():
+    for key, value in view.state_dict().items():
         parts = key.split(".")
-        if parts[0] != "model" or not parts[1].isdigit():
-            continue
-        stock = int(parts[1])
-        new_key = ".".join(["model", str(new_of.get(stock, -1)), *parts[2:]])
-        if new_key not in dst or dst[new_key].shape != value.shape:
-            out[stock].append(key)
+        if parts[0] == "model" and parts[1].isdigit() and (key not in dst or dst[key].shape != value.shape):
+            out[layer_map[int(parts[1])]].append(key)
     return out
 
 
-def _report(source: nn.Module, target: nn.Module, layer_map: list) -> None:
+def _report(view: nn.Module, target: nn.Module, layer_map: list) -> None:
     """Log which stock layers do not transfer: a CoT twin's replaced convs as info, anything else as one warning."""
-    head = len(source.model) - 1  # a new class count reshapes the head's last convs; Ultralytics handles that
-    missing = {i: keys for i, keys in _untransferred(source, target, layer_map).items() if i != head}
+    head = layer_map[-1]  # a new class count reshapes the head's last convs; Ultralytics handles that
+    missing = {i: keys for i, keys in _untransferred(view, target, layer_map).items() if i != head}
     new_of = {stock: new for new, stock in enumerate(layer_map) if stock is not None}
-    twin = {i for i in missing if type(target.model[new_of[i]]).__name__ in TWINS.values()}
-    replaced = {i: keys for i, keys in missing.items() if i in twin and all(".m." in k for k in keys)}
+    replaced = {
+        i: keys
+        for i, keys in missing.items()
+        if type(target.model[new_of[i]]).__name__ in TWINS.values() and all(".m." in k for k in keys)
+    }
     if replaced:
         LOGGER.info(
             f"yolo_attn: stock layers {', '.join(map(str, replaced))} became CoT twins; their bottlenecks' 3x3 convs "
@@ -86,7 +91,7 @@ def load(self, weights, verbose: bool = True):
     if view is None:
         return _original_load[0](self, weights, verbose)
     if verbose:
-        _report(source, self, layer_map)
+        _report(view, self, layer_map)
     return _original_load[0](self, view, verbose)
 
 
