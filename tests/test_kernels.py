@@ -69,3 +69,21 @@ def test_depthwise_backward_is_the_true_gradient(k, bias):
     x = torch.randn(2, 6, 7, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, *params: _depthwise(conv, x), (x, *conv.parameters()))
     assert "DepthwiseConv" in type(_depthwise(conv, x).grad_fn).__name__
+
+
+def test_fast_backwards_under_cpu_autocast():
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+    x = torch.randn(1, 8, 6, 6, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = _depthwise(conv, x)
+    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16 and conv.weight.grad.dtype == torch.float32
+    v = torch.randn(1, 16, 5, 5, dtype=torch.bfloat16, requires_grad=True)  # a conv output under autocast
+    a = torch.randn(1, 2, 9, 5, 5, requires_grad=True)  # a GroupNorm output under autocast stays float32
+    grad = torch.randn(1, 16, 5, 5)
+    local_aggregate(v, a, 3).backward(grad)
+    v64, a64 = v.detach().double().requires_grad_(), a.detach().double().requires_grad_()
+    truth = torch.autograd.grad(_aggregate(v64, a64, 3), (v64, a64), grad.double())
+    assert v.grad.dtype == torch.bfloat16 and a.grad.dtype == torch.float32
+    for got, exact in zip((v.grad, a.grad), truth):
+        assert (got.double() - exact).abs().max() <= 0.01 * exact.abs().max()  # bfloat16 rounding, once

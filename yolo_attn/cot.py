@@ -113,17 +113,19 @@ class _LocalAggregate(torch.autograd.Function):
         vp = F.pad(v, (p, p, p, p)).unflatten(1, (-1, g))  # (B, C/G, G, H+2p, W+2p)
         grad = grad.unflatten(1, (-1, g))  # (B, C/G, G, H, W)
         a = attn.unsqueeze(1)  # (B, 1, G, k*k, H, W)
-        dvp = torch.zeros_like(vp) if ctx.needs_input_grad[0] else None
-        dattn = torch.empty_like(attn) if ctx.needs_input_grad[1] else None
-        prod = torch.empty_like(grad)  # one reused buffer: a fresh large tensor per offset costs page faults
+        # Accumulate in the gradient's dtype (float32 when autocast made v bfloat16/float16), round once at the end.
+        dvp = vp.new_zeros(vp.shape, dtype=grad.dtype) if ctx.needs_input_grad[0] else None
+        # Offsets leading, so each offset's slice is contiguous (torch.compile accepts only contiguous `out=`).
+        dattn = attn.new_empty((k * k, *grad.shape[:1], *grad.shape[2:])) if ctx.needs_input_grad[1] else None
+        prod = torch.empty_like(grad)  # one buffer for the k^2 products instead of a fresh tensor each
         for d in range(k * k):
             window = (..., _shift(d // k, k), _shift(d % k, k))
             if dvp is not None:
                 dvp[window].addcmul_(grad, a[:, :, :, d])
             if dattn is not None:
-                torch.sum(torch.mul(grad, vp[window], out=prod), 1, out=dattn[:, :, d])
-        dv = dvp[..., _shift(p, k), _shift(p, k)].flatten(1, 2) if dvp is not None else None  # crop the padding
-        return dv, dattn, None
+                torch.sum(torch.mul(grad, vp[window], out=prod), 1, out=dattn[d])
+        dv = dvp[..., _shift(p, k), _shift(p, k)].flatten(1, 2).to(v.dtype) if dvp is not None else None  # crop
+        return dv, dattn.movedim(0, 2) if dattn is not None else None, None
 
 
 class CoTAttention(nn.Module):
