@@ -14,7 +14,7 @@ from yolo_attn import CoordAtt, CoTAttention
 from yolo_attn.bench.cli import main
 from yolo_attn.bench.flops import count_flops
 from yolo_attn.bench.report import noise_test
-from yolo_attn.bench.zoo import discover
+from yolo_attn.bench.zoo import OTHER_TASKS, discover
 from yolo_attn.cot import local_aggregate
 from yolo_attn.lookup import shipped_dir
 
@@ -23,18 +23,23 @@ TINY = ["--epochs", "1", "--imgsz-train", "64", "--seeds", "1", "--imgsz-latency
 TINY += ["--step-batch", "2", "--rounds", "1", "--runs", "1", "--warmup", "0", "--step-rounds", "1", "--step-runs", "1"]
 
 
+SELECTION = "yolov8n-cot,yolo26n-*"  # one model of a full-YAML family, a whole family by reference (suite time)
+
+
 def expected_rows() -> list[str]:
-    """Stock n models and every shipped YAML at scale n, named as `yolo` names them (yolov8-cot.yaml -> yolov8n-cot)."""
-    shipped = sorted(shipped_dir("model_yamls").glob("*.yaml"))
+    """The selected models at scale n, named as `yolo` names them (yolo26-cot.yaml -> yolo26n-cot), and their stock
+    models; per-task variants (-seg-, -pose-, -obb-, -cls-) are not part of the detection benchmark."""
+    shipped = sorted(shipped_dir("model_yamls").glob("yolo26-*.yaml"))
     assert shipped
-    return ["yolov8n", "yolo11n"] + [p.stem.replace("-", "n-", 1) for p in shipped]
+    variants = [p.stem.replace("-", "n-", 1) for p in shipped if not any(t in p.stem for t in OTHER_TASKS)]
+    return ["yolov8n", "yolov8n-cot", "yolo26n", *variants]
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory, tiny_data):
-    """Run the benchmark command once over every model: 1 tiny epoch, 1 seed, 64 px everywhere."""
+    """Run the benchmark command once over the selected models: 1 tiny epoch, 1 seed, 64 px everywhere."""
     out = tmp_path_factory.mktemp("bench")
-    proc = run([BENCH_BIN, "--data", tiny_data, *TINY, "--out", out], out, timeout=600)
+    proc = run([BENCH_BIN, "--data", tiny_data, *TINY, "--models", SELECTION, "--out", out], out, timeout=600)
     return out, json.loads((out / "benchmark.json").read_text()), proc.stdout
 
 
@@ -93,7 +98,9 @@ def markdown_tables(text: str) -> list[list[str]]:
 
 def test_discover_names_and_filter():
     names = [e.name for e in discover()]
-    assert names[:1] == ["yolov8n"] and sorted(names) == sorted(expected_rows())
+    assert names[:1] == ["yolov8n"] and {"yolo11n", "yolo11n-c3k2-cot", *expected_rows()} <= set(names)
+    assert not any(t in name for name in names for t in OTHER_TASKS)
+    assert sorted(e.name for e in discover(SELECTION.split(","))) == sorted(expected_rows())
     assert [e.name for e in discover(["yolo11n-ca"])] == ["yolo11n", "yolo11n-ca"]  # stock of the family comes along
     assert [e.name for e in discover(["yolov8n"])] == ["yolov8n"]
     with pytest.raises(SystemExit):

@@ -13,7 +13,8 @@ from typing import Any, Callable
 from yolo_attn.bench.timing import quiet
 from yolo_attn.lookup import shipped_dir
 
-STOCK_FAMILIES = ("yolov8", "yolo11")  # always in the table, even when no plugin YAML of that family is selected
+STOCK_FAMILIES = ("yolov8", "yolo11", "yolo26")  # always in the table, even with no plugin YAML of theirs selected
+OTHER_TASKS = ("-seg-", "-pose-", "-obb-", "-cls-")  # segment/pose/OBB/classify variants: not in this benchmark
 _YAML_NAME = re.compile(r"^(?P<family>yolov?\d+)(?P<variant>-[^.]+)\.ya?ml$")  # yolov8-cot.yaml, yolo11-ca-neck.yaml
 
 
@@ -43,6 +44,8 @@ def discover(patterns: Iterable[str] | None = None) -> list[Entry]:
         if not m:
             print(f"benchmark: skipping {path.name} (not named <family>-<variant>.yaml)", file=sys.stderr)
             continue
+        if m["variant"].startswith(OTHER_TASKS):
+            continue  # the benchmark trains and times detection models on synth-shapes
         name = f"{m['family']}n{m['variant']}"
         plugin.append(Entry(name, f"{name}.yaml", m["family"], False, path.name))
     families = list(dict.fromkeys([*STOCK_FAMILIES, *(e.family for e in plugin)]))
