@@ -400,8 +400,9 @@ def render(rng: np.random.Generator, imgsz: int = 320, debug: bool = False):
     Returns ``(img, labels)`` with ``img`` an (imgsz, imgsz, 3) BGR uint8 array and ``labels`` an int (n, 5) array of
     ``cls, x0, y0, x1, y1`` visible-extent boxes in pixel-edge coordinates (x1, y1 exclusive). With ``debug=True`` a
     third element is a dict with ``owner`` (int32 map of which item painted each pixel, -1 = background), ``ids``
-    (the owner id of each label row), ``visible`` (visible fraction of each labelled object's pixels), ``background``
-    and ``clean`` (the image before noise/blur).
+    (the owner id of each label row), ``visible`` (visible fraction of each labelled object's pixels), ``background``,
+    ``clean`` (the image before noise/blur) and ``items`` (``((x0, y0), mask)`` per label row: where the object's
+    whole drawn mask was placed, occluded parts included).
     """
     n = int(imgsz)
     if n < 64:
@@ -472,12 +473,13 @@ def render(rng: np.random.Generator, imgsz: int = 320, debug: bool = False):
         place(_make_distractor(rng, n), 4)
 
     # labels: tight box of the pixels each object still owns
-    rows, ids = [], []
+    rows, ids, items = [], [], []
     for it in placed:
         k = it["id"]
         if visible[k] >= LABEL_MIN_VISIBLE * total[k]:
             rows.append((it["cls"], *_visible_box(owner, k, it)))
             ids.append(k)
+            items.append((it["xy"], it["mask"]))
     out = np.array(rows, np.int64).reshape(-1, 5)
 
     clean = img.copy() if debug else None
@@ -493,6 +495,7 @@ def render(rng: np.random.Generator, imgsz: int = 320, debug: bool = False):
             "visible": vis,
             "background": background,
             "clean": clean,
+            "items": items,
         }
         return img, out, info
     return img, out
