@@ -6,6 +6,9 @@ only puts a finder on `sys.meta_path` that watches two kinds of import and regis
 - `ultralytics.nn.tasks`: registration must follow its execution at once, before other modules bind names from it;
 - `yolo_attn.*`: an operator module imports Ultralytics, so when it is imported first, the parser is loaded while
   that operator is still half-defined; registration then waits until the operator module has finished.
+
+Imports run one way: `registry` imports this module (its `unregister()` calls `deactivate()`); this module imports
+`registry` only at the moment it registers, since importing it means importing torch and Ultralytics.
 """
 
 import sys
@@ -56,3 +59,8 @@ def activate() -> None:
         register()
     elif not any(isinstance(finder, _RegisterOnImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _RegisterOnImport())
+
+
+def deactivate() -> None:
+    """Cancel a pending registration (`yolo_attn.unregister()` calls this; it also undoes a registration made)."""
+    sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _RegisterOnImport)]

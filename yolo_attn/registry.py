@@ -7,19 +7,27 @@ real module is built from the channels, repeats and activation the parser gave t
 A YAML that names no plugin module goes straight to the stock parser.
 """
 
+import ast
+import collections.abc
+import contextlib
 import inspect
 import sys
+import types
+import typing
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 from torch import nn
 from ultralytics.nn.modules import C3k2, Conv
 from ultralytics.nn.modules.block import C3k
-from ultralytics.utils import LOGGER
+from ultralytics.utils import LOGGER, USER_CONFIG_DIR, env_bool
+from ultralytics.utils.torch_utils import initialize_weights
 
-from yolo_attn import transfer
+from yolo_attn import autoload, transfer
 from yolo_attn.lookup import find_shipped
 from yolo_attn.reference import INSERTABLE, expand, is_reference, with_layer_map
+from yolo_attn.synth_data import build_offline
 
 _originals: dict[str, Callable] = {}  # patched Ultralytics function name -> original, non-empty while registered
 
@@ -53,11 +61,105 @@ def _yaml_signature(cls: type) -> str:
     return "[c2" + "".join(f", {p}" for p in params[_n_supplied(cls) :]) + "]"
 
 
+def _is_plugin_row(row, modules: dict[str, type]) -> bool:
+    """Return whether a YAML row names a plugin module (a malformed row may; `_check_rows` then names it)."""
+    return isinstance(row, (list, tuple)) and len(row) > 2 and isinstance(row[2], str) and row[2] in modules
+
+
+def _parser_names(d: dict) -> dict:
+    """Return the parser variables a string argument may name (`"nc"`, `"width"`, ...) with the parser's values."""
+    depth, width, max_channels = d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0), float("inf")
+    scale = d.get("scale") or next(iter(d.get("scales") or {}), None)
+    if d.get("scales"):
+        depth, width, max_channels = d["scales"][scale]
+    names = {"nc": d.get("nc"), "reg_max": d.get("reg_max", 16), "kpt_shape": d.get("kpt_shape", 1.0)}
+    return {**names, "scale": scale, "depth": depth, "width": width, "max_channels": max_channels}
+
+
+def _literal_args(args: list, names: dict) -> list:
+    """Return a copy of a plugin row's arguments with strings evaluated as the stock parser evaluates them.
+
+    The parser turns a string into the value of a parser variable it names (`"nc"`) or its Python literal (`"None"`,
+    `"False"`, `"16"`); a string that is neither stays a string (and then fails the type check with a named error).
+    """
+    out = list(args)
+    for j, a in enumerate(out):
+        if isinstance(a, str):
+            with contextlib.suppress(ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                out[j] = names[a] if a in names else ast.literal_eval(a)
+    return out
+
+
+def _fits(value, annotation) -> bool:
+    """Return whether a YAML value fits a constructor annotation, with the strictness of a typed signature.
+
+    bool takes only booleans; int takes ints but not booleans; float takes ints and floats; `Optional`/unions take any
+    member; list/tuple/Sequence take YAML lists (and literal tuples), element types checked. Unannotated: anything.
+    """
+    if annotation in (inspect.Parameter.empty, typing.Any):
+        return True
+    if annotation is None or annotation is type(None):
+        return value is None
+    origin, members = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union or (sys.version_info >= (3, 10) and origin is types.UnionType):
+        return any(_fits(value, member) for member in members)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    container = origin or annotation
+    if isinstance(container, type) and issubclass(container, (list, tuple, collections.abc.Sequence)):
+        if container is not str and isinstance(value, (list, tuple)):
+            return all(_fits(v, members[0]) for v in value) if members else True
+        return False
+    return isinstance(value, annotation) if isinstance(annotation, type) else True
+
+
+def _option_types(cls: type) -> dict:
+    """Return the constructor annotations of `cls` (postponed ones evaluated); empty if they cannot be evaluated."""
+    try:
+        return typing.get_type_hints(cls.__init__)
+    except Exception:  # e.g. `int | None` written under `from __future__ import annotations` on Python 3.9
+        return {}
+
+
+def _check_options(i: int, name: str, cls: type, args: list) -> None:
+    """Raise a `LayerError` naming the option and expected type for a YAML option that does not fit its annotation."""
+    hints = _option_types(cls)
+    params = list(inspect.signature(cls).parameters.values())[_n_supplied(cls) :]
+    for param, value in zip(params, args[1:]):
+        annotation = hints.get(param.name, param.annotation)
+        if not _fits(value, annotation):
+            expected = inspect.formatannotation(annotation)
+            raise LayerError(
+                f"layer {i} ({name}): option {param.name}={value!r} is a {type(value).__name__}; expected {expected} "
+                f"(arguments {_yaml_signature(cls)})"
+            )
+
+
+def _check_shape(i: int, row) -> None:
+    """Raise a `LayerError` naming row `i` unless it is `[from, repeats, module, [args]]`, repeats a positive int."""
+    if not isinstance(row, (list, tuple)) or len(row) != 4 or not isinstance(row[2], str):
+        raise LayerError(
+            f"layer {i}: row {row!r} is malformed; expected [from, repeats, module, args], "
+            "e.g. [-1, 1, CoordAtt, [256]]"
+        )
+    _, n, name, args = row
+    if not isinstance(args, list):
+        raise LayerError(
+            f"layer {i} ({name}): arguments {args!r} are not a list; expected [from, repeats, module, args]"
+        )
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise LayerError(f"layer {i} ({name}): repeats {n!r} is not a positive int; expected 1, 2, 3, ...")
+
+
 def _check_rows(rows: list, modules: dict[str, type]) -> None:
     """Validate `from` indices of every row and the arguments of plugin rows before the parser sees them."""
     for i, (f, _, name, args) in enumerate(rows):
         first, last = (-1, 0) if i == 0 else (-i, i - 1)
-        for x in [f] if isinstance(f, int) else f:
+        for x in f if isinstance(f, list) else [f]:
             if not isinstance(x, int) or not first <= x <= last:
                 raise LayerError(
                     f"layer {i} ({name}): 'from' index {x!r} does not name an earlier layer; "
@@ -67,8 +169,18 @@ def _check_rows(rows: list, modules: dict[str, type]) -> None:
         if name in modules:
             cls = modules[name]
             expected = _yaml_signature(cls)
-            if not isinstance(args, list) or not args:
+            if not isinstance(f, int):
+                raise LayerError(
+                    f"layer {i} ({name}): 'from' {f!r} lists several layers, but {name} takes one input; expected "
+                    f"one index such as -1 (to combine layers, add a Concat row first and let {name} read it)"
+                )
+            if not args:
                 raise LayerError(f"layer {i} ({name}): arguments {args!r} are missing c2; expected {expected}")
+            if args[0] is not None and (isinstance(args[0], bool) or not isinstance(args[0], int) or args[0] < 1):
+                raise LayerError(
+                    f"layer {i} ({name}): c2 {args[0]!r} is not a positive int; expected {expected} with c2 the "
+                    f"unscaled output channels"
+                )
             if args[0] is None and (_stand_in(cls) is not Conv or f != -1):
                 raise LayerError(
                     f"layer {i} ({name}): c2 null (keep the input's channels) works for the attention layers "
@@ -80,6 +192,7 @@ def _check_rows(rows: list, modules: dict[str, type]) -> None:
                 raise LayerError(
                     f"layer {i} ({name}): arguments {args} do not fit ({e}); expected {expected}"
                 ) from None
+            _check_options(i, name, cls, args)
 
 
 def _substitute(rows: list, modules: dict[str, type]) -> list:
@@ -120,6 +233,13 @@ def _build(
         else:
             c1, c2 = first.conv.in_channels, first.conv.out_channels
         repeats = len(stand_in) if isinstance(stand_in, nn.Sequential) else 1
+        if c1 != c2 and c1 % 8:  # widths scale to multiples of 8: no c2 matches (the image at layer 0)
+            where = "the input image" if i == 0 else "its input"
+            raise LayerError(
+                f"layer {i} ({name}): {name} keeps the channel count, but {where} has {c1} channels and every c2 "
+                f"scales to a multiple of 8; expected {name} after a layer that sets the width (e.g. a first "
+                f"[-1, 1, Conv, [64, 3, 2]]), or a YAML `channels:` that is a multiple of 8"
+            )
         if c1 != c2:
             raise LayerError(
                 f"layer {i} ({name}): {name} keeps the channel count, but its input has {c1} channels and its "
@@ -153,11 +273,15 @@ def _parse_model(d, ch, verbose=True):
     """Ultralytics' `parse_model` with plugin modules; the stock parser unchanged for YAMLs without them."""
     modules = plugin_modules()
     rows = [*d["backbone"], *d["head"]]
-    plugin_rows = {i: row for i, row in enumerate(rows) if row[2] in modules}
-    if not plugin_rows:
+    if not any(_is_plugin_row(row, modules) for row in rows):
         return _originals["parse_model"](d, ch, verbose)
     act = _yaml_activation(d.get("activation"))
+    for i, row in enumerate(rows):
+        _check_shape(i, row)
+    names = _parser_names(d)
+    rows = [[*row[:3], _literal_args(row[3], names)] if row[2] in modules else row for row in rows]
     _check_rows(rows, modules)
+    plugin_rows = {i: row for i, row in enumerate(rows) if row[2] in modules}
     stand_in_rows = _substitute(rows, modules)
     nb = len(d["backbone"])
     d = {**d, "backbone": stand_in_rows[:nb], "head": stand_in_rows[nb:]}
@@ -169,6 +293,7 @@ def _parse_model(d, ch, verbose=True):
         model, save = _originals["parse_model"](d, ch, verbose)
         for i, (f, _, name, args) in plugin_rows.items():
             module, module_args, repeats = _build(modules[name], model[i], args, i, act, d.get("layer_scale"))
+            _yolo_bn_settings(module)
             module.np = sum(p.numel() for p in module.parameters())
             module.i, module.f, module.type = i, f, f"{modules[name].__module__}.{name}"
             model[i] = module
@@ -184,6 +309,19 @@ def _parse_model(d, ch, verbose=True):
     return model, save
 
 
+def _yolo_bn_settings(module: nn.Module) -> None:
+    """Give BatchNorm2d subclasses in `module` the eps/momentum Ultralytics gives every plain BatchNorm2d.
+
+    `initialize_weights` sets them only where `type(m) is nn.BatchNorm2d`; running it on a probe keeps Ultralytics
+    the source of the values. Only attributes change, so state dicts and older checkpoints load as before.
+    """
+    probe = nn.BatchNorm2d(1)
+    initialize_weights(probe)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d) and type(m) is not nn.BatchNorm2d:
+            m.eps, m.momentum = probe.eps, probe.momentum
+
+
 def _yaml_activation(spec: Optional[str]) -> nn.Module:
     """Return the module a YAML's top-level `activation:` names, resolved as the stock parser resolves it."""
     import ultralytics.nn.tasks as tasks
@@ -197,14 +335,37 @@ def _yaml_model_load(path):
     """Ultralytics' `yaml_model_load` that expands YAMLs written by reference and records plugin layer maps."""
     d = _originals["yaml_model_load"](path)
     if is_reference(d):
-        expanded = expand(d, _originals["yaml_model_load"], plugin_modules())
+        expanded = expand(d, _yaml_model_load, plugin_modules())  # a base may itself be a plugin YAML
         d = {**expanded, "scale": d["scale"], "yaml_file": d["yaml_file"]}
     return with_layer_map(d)
+
+
+def _download(url, dir=None, *args, **kwargs):
+    """Ultralytics' `download` that builds the plugin's classification data sets offline instead of fetching them."""
+    if not build_offline(url, dir):
+        return _originals["download"](url, dir, *args, **kwargs)
 
 
 def _check_file(file, *args, **kwargs):
     """Ultralytics' `check_file` that also finds the plugin's shipped YAMLs by bare name."""
     return _originals["check_file"](find_shipped(file) or file, *args, **kwargs)
+
+
+def _check_font(font: str = "Arial.ttf"):
+    """Ultralytics' `check_font`, except that with `YOLO_OFFLINE` set it makes no download attempt.
+
+    The stock function ignores `YOLO_OFFLINE` and tries a 3 s request for a missing font, about 10 times per training
+    run. Offline, a font that is already there (Ultralytics' config dir, matplotlib's font list) is returned as usual;
+    otherwise None, on which Ultralytics' plotting uses PIL's built-in font, as after a failed download.
+    """
+    if not env_bool("YOLO_OFFLINE"):
+        return _originals["check_font"](font)
+    from matplotlib import font_manager
+
+    file = USER_CONFIG_DIR / Path(font).name
+    if file.exists():
+        return file
+    return next((f.fname for f in font_manager.fontManager.ttflist if font in f.fname and Path(f.fname).exists()), None)
 
 
 def _rebind(name: str, old: Callable, new: Callable) -> None:
@@ -214,24 +375,29 @@ def _rebind(name: str, old: Callable, new: Callable) -> None:
             setattr(module, name, new)
 
 
-def _wrapped(tasks, checks) -> tuple:
+def _wrapped() -> tuple:
     """Return (name, wrapper, home module) of every Ultralytics function the plugin wraps."""
+    import ultralytics.nn.tasks as tasks
+    import ultralytics.utils.checks as checks
+    import ultralytics.utils.downloads as downloads
+
     return (
         ("parse_model", _parse_model, tasks),
         ("yaml_model_load", _yaml_model_load, tasks),
         ("check_file", _check_file, checks),
+        ("check_font", _check_font, checks),
+        ("download", _download, downloads),
     )
 
 
 def register() -> None:
-    """Make plugin modules usable in model YAMLs and shipped YAMLs findable by name. Idempotent."""
+    """Make plugin modules usable in model YAMLs, shipped YAMLs findable by name, font look-ups offline. Idempotent."""
     if _originals:
         return
     import ultralytics.nn.tasks as tasks
-    import ultralytics.utils.checks as checks
 
     modules = plugin_modules()
-    for name, wrapper, home in _wrapped(tasks, checks):
+    for name, wrapper, home in _wrapped():
         _originals[name] = getattr(home, name)
         _rebind(name, _originals[name], wrapper)
     transfer.patch(tasks.BaseModel)
@@ -250,15 +416,12 @@ def register() -> None:
 
 def unregister() -> None:
     """Undo `register()` and cancel a pending autoload, so Ultralytics behaves as if the plugin were absent."""
-    from yolo_attn import autoload
-
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, autoload._RegisterOnImport)]
+    autoload.deactivate()
     if not _originals:
         return
     import ultralytics.nn.tasks as tasks
-    import ultralytics.utils.checks as checks
 
-    for name, wrapper, _ in _wrapped(tasks, checks):
+    for name, wrapper, _ in _wrapped():
         _rebind(name, wrapper, _originals[name])
     transfer.unpatch(tasks.BaseModel)
     for name in plugin_modules():
