@@ -127,6 +127,8 @@ def test_across_scales_warns_which_stock_layers_missed():
     messages = logged(lambda: YOLO("yolo11s-ca.yaml").model.load(YOLO("yolo11n.yaml").model))
     warning = [m for m in messages if "did not (fully) transfer" in m]
     assert len(warning) == 1 and "stock layers 0, 1, 2" in warning[0]
+    messages = logged(lambda: YOLO("yolo11n-cot.yaml").model.load(YOLO("yolov8n.yaml").model))  # unrelated model
+    assert sum("neither this model's stock model" in m for m in messages) == 1
 
 
 def test_yolo_train_from_stock_weights_transfers_all_and_starts_at_stock(stock_pt, identity_yaml, tiny_data):

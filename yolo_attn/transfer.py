@@ -89,6 +89,13 @@ def load(self, weights, verbose: bool = True):
     source = (weights.get("ema") or weights["model"]) if isinstance(weights, dict) else weights
     view = remap(source, layer_map) if layer_map else None
     if view is None:
+        layers = getattr(source, "model", None)
+        if verbose and layer_map and isinstance(layers, nn.Sequential) and len(layers) != len(self.model):
+            LOGGER.warning(
+                f"yolo_attn: the weights come from a model of {len(layers)} layers, neither this model's stock model "
+                f"({sum(i is not None for i in layer_map)} layers) nor a variant of it; they transfer by key and shape "
+                f"only, as in Ultralytics"
+            )
         return _original_load[0](self, weights, verbose)
     if verbose:
         _report(view, self, layer_map)
