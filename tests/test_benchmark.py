@@ -179,3 +179,15 @@ def test_fused_cpu_attention_counts_its_two_matrix_products():
     q, k, v = torch.rand(1, 2, 300, 16), torch.rand(1, 2, 120, 16), torch.rand(1, 2, 120, 16)
     sdpa = Lambda(lambda q: torch.nn.functional.scaled_dot_product_attention(q, k, v))
     assert count_flops(sdpa, q) == 2 * (2 * 300 * 120 * 16) * 2  # q kᵀ and (softmax) v, 2 heads
+
+
+def test_finetune_mode_starts_every_variant_at_stock(tmp_path, tiny_data):
+    args = ["finetune", "--data", tiny_data, "--pretrain-epochs", "1", "--epochs", "1", "--imgsz", "64"]
+    args += ["--batch", "8", "--seeds", "1", "--jobs", "1", "--models", "yolo26n-ca", "--out", tmp_path]
+    run([BENCH_BIN, *args], tmp_path, timeout=600)  # exits non-zero when a variant does not start at stock
+    raw = json.loads((tmp_path / "finetune.json").read_text())
+    assert raw["yolo26n"]["map0"] == raw["yolo26n-ca"]["map0"]
+    assert len(raw["yolo26n-ca"]["map_seeds"]) == 1 and (tmp_path / "finetune.png").is_file()
+    table = markdown_tables((tmp_path / "finetune.md").read_text())[0]
+    assert [row.split("|")[1].strip().strip("*") for row in table[2:]] == ["yolo26n", "yolo26n-ca"]
+    assert (tmp_path / "yolo26n-synth-shapes-tiny-64px-1ep.pt").is_file()  # the cached stock weights

@@ -10,7 +10,11 @@ import argparse
 import importlib
 import sys
 
-MODES = {"models": "yolo_attn.bench.models", "ops": "yolo_attn.bench.ops"}  # mode name -> module; first = default
+MODES = {  # mode name -> module; the first is the default
+    "models": "yolo_attn.bench.models",
+    "ops": "yolo_attn.bench.ops",
+    "finetune": "yolo_attn.bench.finetune",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,185 @@
+"""`yolo-attn-bench finetune`: did attention help, when every model starts from the same pretrained weights?
+
+1. The stock model of a family (`yolo26n` by default) is trained once from scratch on `--data`, or taken from
+   `--pretrained`; the trained weights are cached in the output folder.
+2. Every insert-only variant of that family is built with the identity start (`layer_scale: 0.0`) and loads those
+   weights: every stock item transfers, so before any step it predicts as stock. Its epoch-0 validation is checked
+   against the stock model's and reported.
+3. The stock model and every variant are fine-tuned from those weights with the same budget and seeds; the table
+   gives mAP after fine-tuning and the difference to the fine-tuned stock model with its 95 % band.
+
+Variants that replace stock blocks (`-c2f-cot`, `-c3k2-cot`) cannot start as the stock model and are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from yolo_attn.bench.models import _parse_train_args
+from yolo_attn.bench.report import mean_sd, noise_test
+from yolo_attn.bench.timing import machine_info, quiet
+from yolo_attn.bench.train import SHORT_BUDGET_RECIPE, train_all
+from yolo_attn.bench.zoo import Entry, discover
+
+DESCRIPTION = __doc__.split("\n")[0].split(": ", 1)[1]
+REPLACING = ("-c2f-cot", "-c3k2-cot")  # variants that swap stock blocks: no identity start
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Add the fine-tune mode's options."""
+    ap.add_argument("--family", default="yolo26", help="stock family: yolov8, yolo11 or yolo26 (scale n)")
+    ap.add_argument("--models", nargs="+", help="shell patterns selecting the variants (default: all insert-only)")
+    ap.add_argument("--data", default="synth-shapes.yaml", help="detection dataset YAML")
+    ap.add_argument("--pretrained", help="stock weights to start from (default: train them once and cache them)")
+    ap.add_argument("--pretrain-epochs", type=int, default=30, help="epochs of the stock pretraining run")
+    ap.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs per run")
+    ap.add_argument("--imgsz", type=int, default=320, help="training and validation image size")
+    ap.add_argument("--batch", type=int, default=16, help="batch size")
+    ap.add_argument("--seeds", type=int, default=3, help="fine-tuning runs per model (seeds 0, 1, ...)")
+    ap.add_argument("--device", default="cpu", help="Ultralytics device, e.g. cpu, 0, 0,1")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads per training run")
+    ap.add_argument("--jobs", type=int, default=2, help="training runs at a time")
+    ap.add_argument("--out", default="runs/yolo_attn_finetune", help="output folder")
+    ap.add_argument("--verbose", action="store_true", help="show Ultralytics' training output")
+
+
+def pretrain(args: argparse.Namespace, out: Path) -> Path:
+    """Return the stock weights: `--pretrained`, a cached run, or a new from-scratch training run (then cached)."""
+    if args.pretrained:
+        return Path(args.pretrained)
+    cached = out / f"{args.family}n-{Path(args.data).stem}-{args.imgsz}px-{args.pretrain_epochs}ep.pt"
+    if cached.is_file():
+        print(f"benchmark: stock weights from the cache {cached}", flush=True)
+        return cached
+    from ultralytics import YOLO
+
+    print(f"benchmark: training {args.family}n from scratch, {args.pretrain_epochs} epochs", flush=True)
+    model = YOLO(f"{args.family}n.yaml")
+    with quiet(not args.verbose):
+        model.train(data=args.data, epochs=args.pretrain_epochs, imgsz=args.imgsz, batch=args.batch,
+                    device=args.device, workers=0, plots=False, seed=0, deterministic=True, pretrained=False,
+                    project=str(out / "pretrain"), name=args.family, exist_ok=True)  # fmt: skip
+    shutil.copy(Path(model.trainer.best), cached)
+    return cached
+
+
+def identity_yaml(entry: Entry, nc: int, folder: Path) -> Path:
+    """Write a model at the data's class count (scale n by its name): a variant in its identity-start form, or stock."""
+    path = folder / f"{entry.name}-id.yaml"
+    base = f"{entry.family}.yaml" if entry.stock else entry.source
+    start = "" if entry.stock else "layer_scale: 0.0 # the attention layers start as the identity\n"
+    path.write_text(f"base: {base}\nnc: {nc}\n{start}")
+    return path
+
+
+def epoch0(yaml: str, weights: Path, args: argparse.Namespace, out: Path) -> float:
+    """Validate a model built from `yaml` with `weights` loaded, before any training step; return mAP50-95."""
+    from ultralytics import YOLO
+
+    model = YOLO(yaml)
+    model.load(str(weights))
+    with quiet(not args.verbose):
+        metrics = model.val(data=args.data, imgsz=args.imgsz, batch=args.batch, device=args.device, workers=0,
+                            plots=False, project=str(out / "epoch0"), name=Path(yaml).stem, exist_ok=True)  # fmt: skip
+    return float(metrics.box.map)
+
+
+def write_report(entries: list[Entry], settings: dict, out: Path) -> None:
+    """Write finetune.md (table), finetune.png (chart) and finetune.json (every sample)."""
+    stock = entries[0]
+    rows = [
+        "| model | mAP50-95 epoch 0 | mAP50 fine-tuned | mAP50-95 fine-tuned | Δ mAP50-95 vs stock |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for e in entries:
+        (m50, s50), (m, s) = mean_sd(e.results["map50_seeds"]), mean_sd(e.results["map_seeds"])
+        if e is stock:
+            delta = "reference"
+        else:
+            diff, band, inside = noise_test(e.results["map_seeds"], stock.results["map_seeds"])
+            delta = f"{diff:+.3f} ± {band:.3f}: " + ("inside the noise" if inside else "outside the noise")
+        name = f"**{e.name}**" if e is stock else e.name
+        rows.append(f"| {name} | {e.results['map0']:.4f} | {m50:.3f} ± {s50:.3f} | {m:.3f} ± {s:.3f} | {delta} |")
+    text = [
+        "# yolo_attn fine-tune comparison",
+        "",
+        f"{settings['machine']}. Run {settings['started']}, {settings['minutes']:.1f} min in all.",
+        "",
+        *rows,
+        "",
+        f"- Stock weights: {settings['weights']} ({settings['pretraining']}).",
+        f"- Fine-tuning: {settings['epochs']} epochs at {settings['imgsz']} px, batch {settings['batch']}, "
+        f"{', '.join(SHORT_BUDGET_RECIPE)}, seeds {list(range(settings['seeds']))} (`deterministic=True`), from the "
+        "stock weights; the stock model itself is fine-tuned the same way. Mean ± sample standard deviation.",
+        "- Variants start as the identity (`layer_scale: 0.0`) with every stock item transferred; epoch 0 is their "
+        "validation before any step, which equals the stock model's (checked in the run).",
+        "- Δ: difference of the mAP50-95 means to the fine-tuned stock model ± the 95 % band (Welch t).",
+    ]
+    (out / "finetune.md").write_text("\n".join(text) + "\n")
+    (out / "finetune.json").write_text(json.dumps({"settings": settings, **{e.name: e.results for e in entries}}))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(entries) + 2, 3.5))
+    for k, e in enumerate(entries):
+        m, s = mean_sd(e.results["map_seeds"])
+        ax.bar(k, m, yerr=s if len(e.results["map_seeds"]) > 1 else 0, color="grey" if e is stock else "tab:blue")
+        ax.plot([k - 0.4, k + 0.4], [e.results["map0"]] * 2, "k--", lw=1)
+    ax.set_xticks(range(len(entries)), [e.name for e in entries], rotation=30, ha="right")
+    ax.set_ylabel("mAP50-95 (dashed: epoch 0)")
+    ax.set_title(f"Fine-tuned {settings['epochs']} epochs from the same stock weights, {settings['seeds']} seeds")
+    fig.tight_layout()
+    fig.savefig(out / "finetune.png", dpi=120)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the fine-tune comparison; return 0, or 1 when an identity-start model did not validate as stock."""
+    from ultralytics.data.utils import check_det_dataset
+
+    started, t = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
+    out = Path(args.out)
+    (out / "yamls").mkdir(parents=True, exist_ok=True)
+    nc = check_det_dataset(args.data)["nc"]
+    weights = pretrain(args, out)
+    variants = [
+        e
+        for e in discover(args.models or [f"{args.family}n-*"])
+        if e.family == args.family and not e.stock and not e.source.endswith(tuple(f"{r}.yaml" for r in REPLACING))
+    ]
+    stock = Entry(f"{args.family}n", f"{args.family}n.yaml", args.family, True)
+    entries = [stock, *variants]
+    for e in entries:  # built at the data's class count, so the head transfers too and epoch 0 is comparable
+        e.yaml = str(identity_yaml(e, nc, out / "yamls"))
+    status = 0
+    for e in entries:
+        e.results["map0"] = epoch0(e.yaml, weights, args, out)
+        print(f"benchmark: {e.name} at epoch 0: mAP50-95 {e.results['map0']:.4f}", flush=True)
+        if abs(e.results["map0"] - stock.results["map0"]) > 1e-6:
+            print(f"benchmark: {e.name} does not start as the stock model at epoch 0", flush=True)
+            status = 1
+    train_args = _parse_train_args(list(SHORT_BUDGET_RECIPE))
+    train_args.update(pretrained=str(weights), device=args.device)
+    options = argparse.Namespace(
+        data=args.data, epochs=args.epochs, imgsz_train=args.imgsz, batch=args.batch, fraction=1.0,
+        threads=args.threads, verbose=args.verbose, train_args=train_args, seeds=args.seeds, jobs=args.jobs,
+    )  # fmt: skip
+    train_all(entries, options, out)
+    m = machine_info()
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    settings = {
+        "machine": f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']} RAM; {versions}; device {args.device}",
+        "started": started,
+        "minutes": (time.perf_counter() - t) / 60,
+        "weights": str(weights),
+        "pretraining": "given" if args.pretrained else f"{args.family}n from scratch, {args.pretrain_epochs} epochs",
+        **{k: getattr(args, k) for k in ("epochs", "imgsz", "batch", "seeds", "data")},
+    }
+    write_report(entries, settings, out)
+    print(f"benchmark: wrote {out / 'finetune.md'} and {out / 'finetune.png'}", flush=True)
+    return status
