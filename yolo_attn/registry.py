@@ -290,7 +290,12 @@ def _parse_model(d, ch, verbose=True):
     LOGGER.addFilter(held.append)  # list.append returns None: the record is held back, not emitted
     true_rows = {}
     try:
-        model, save = _originals["parse_model"](d, ch, verbose)
+        try:
+            model, save = _originals["parse_model"](d, ch, verbose)
+        except LayerError:
+            raise
+        except Exception as e:  # a stock row the stock parser cannot build: name it, as for plugin rows
+            raise _parser_error(e, rows) from e
         for i, (f, _, name, args) in plugin_rows.items():
             module, module_args, repeats = _build(modules[name], model[i], args, i, act, d.get("layer_scale"))
             _yolo_bn_settings(module)
@@ -306,7 +311,47 @@ def _parse_model(d, ch, verbose=True):
             record.msg = next((row for lead, row in true_rows.items() if message.startswith(lead)), message)
             record.args = None
             LOGGER.handle(record)
+    _probe(model, ch, rows)
     return model, save
+
+
+def _parser_error(e: Exception, rows: list) -> Exception:
+    """Return a `LayerError` naming the row the stock parser was at when it raised `e` (or `e` if it was not in it)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code is not _originals["parse_model"].__code__:
+        tb = tb.tb_next
+    i = tb.tb_frame.f_locals.get("i") if tb is not None else None
+    if not isinstance(i, int) or not 0 <= i < len(rows):
+        return e
+    return LayerError(
+        f"layer {i} ({rows[i][2]}): Ultralytics' parser cannot build row {rows[i]}: {type(e).__name__}: {e}"
+    )
+
+
+def _probe(model: nn.Sequential, ch: int, rows: list, size: int = 128) -> None:
+    """Run the built layers once on a small blank image and name the row of a layer that cannot run on its inputs.
+
+    A wrong `from` index or argument in a stock row of a plugin YAML (a Concat of maps of different sizes, a Conv
+    kernel written as a list) would otherwise fail deep inside PyTorch during Ultralytics' stride computation.
+    """
+    training, y, x = model.training, [], torch.zeros(1, ch, size, size)
+    model.eval()
+    try:
+        with torch.no_grad():
+            for m in model:
+                if m.f != -1:
+                    x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+                try:
+                    x = m(x)
+                except Exception as e:
+                    shapes = [tuple(t.shape) for t in (x if isinstance(x, list) else [x]) if hasattr(t, "shape")]
+                    raise LayerError(
+                        f"layer {m.i} ({rows[m.i][2]}): row {rows[m.i]} cannot run on its inputs {shapes} (from "
+                        f"{m.f}) on a {size}x{size} image: {type(e).__name__}: {e}"
+                    ) from e
+                y.append(x)
+    finally:
+        model.train(training)
 
 
 def _yolo_bn_settings(module: nn.Module) -> None:

@@ -1,0 +1,106 @@
+"""Seeded random mutations of the shipped YAMLs: each builds a model that runs, or is rejected with its row named.
+
+Never a crash deep inside PyTorch, never a model that silently differs from its YAML. `pytest -s` prints the tally.
+"""
+
+import random
+from collections import Counter
+from copy import deepcopy
+
+import pytest
+import torch
+import ultralytics.nn.tasks as tasks
+from ultralytics.nn.tasks import guess_model_task
+
+from yolo_attn.lookup import shipped_dir
+from yolo_attn.registry import LayerError, _is_plugin_row, _n_supplied, plugin_modules
+
+N_MUTATIONS = 400
+YAMLS = sorted(shipped_dir("model_yamls").glob("*.yaml"))
+MODELS = {
+    "detect": tasks.DetectionModel,
+    "segment": tasks.SegmentationModel,
+    "pose": tasks.PoseModel,
+    "obb": tasks.OBBModel,
+    "classify": tasks.ClassificationModel,
+}
+NAMES = [*plugin_modules(), "Conv", "C2f", "C3k2", "SPPF", "Concat", "NoSuchModule"]
+VALUES = [True, False, 0, -1, 1, 3, 7, 16, 2.5, 0.5, None, "x", "None", "False", "3", [1, 2], [], {"a": 1}]
+
+
+def _mutate(d: dict, rng: random.Random) -> str:
+    """Mutate one row of `d` in place (a plugin row half of the time); return what was done."""
+    rows = [*d["backbone"], *d["head"]]
+    plugin = [i for i, row in enumerate(rows) if row[2] in plugin_modules()]
+    i = rng.choice(plugin) if plugin and rng.random() < 0.5 else rng.randrange(len(rows))
+    row = rows[i]
+    kind = rng.choice(["index", "args", "types", "repeats", "module", "shape"])
+    if kind == "index":
+        row[0] = rng.choice([rng.randint(-i - 2, i + 2), [-1, rng.randint(-i - 2, i + 2)], "x"])
+    elif kind == "args" and row[3]:
+        j = rng.randrange(len(row[3]) + 1)
+        if j == len(row[3]):
+            row[3].append(rng.choice(VALUES))
+        elif rng.random() < 0.3:
+            del row[3][j]
+        else:
+            row[3][j] = rng.choice(VALUES)
+    elif kind == "types" and row[3]:
+        j = rng.randrange(len(row[3]))
+        row[3][j] = rng.choice([str(row[3][j]), [row[3][j]], bool(row[3][j]) if row[3][j] is not None else 0])
+    elif kind == "repeats":
+        row[1] = rng.choice([0, -1, 1, 2, 3, 1.5, "2", True])
+    elif kind == "module":
+        row[2] = rng.choice(NAMES)
+    else:
+        del row[rng.randrange(len(row))]
+    return f"{kind} of layer {i}: {row}"
+
+
+def _says_what_it_builds(model: torch.nn.Module, d: dict) -> list:
+    """Return the rows whose built layer is not the module, or not the number of repeats, the YAML names."""
+    depth = d["scales"][d["scale"]][0] if d.get("scales") else d.get("depth_multiple", 1.0)
+    wrong = []
+    for i, (layer, (_, n, name, _)) in enumerate(zip(model.model, [*d["backbone"], *d["head"]])):
+        blocks = list(layer) if type(layer) is torch.nn.Sequential else [layer]
+        repeats = max(round(n * depth), 1) if n > 1 else n
+        modules = plugin_modules()
+        if name in modules and _n_supplied(modules[name]) == 3:  # CSP block: the repeats are its inner blocks
+            blocks = [blocks[0]] * len(blocks[0].m)
+        if type(blocks[0]).__name__ != name.split(".")[-1] or (name in modules and len(blocks) != repeats):
+            wrong.append(f"layer {i}: YAML {name} x{repeats}, built {type(blocks[0]).__name__} x{len(blocks)}")
+    return wrong
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_mutated_yamls_build_and_run_or_name_their_row():
+    rng = random.Random(0)
+    bases = {path.name: tasks.yaml_model_load(str(path)) for path in YAMLS}
+    tally, bad = Counter(), []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is ~10x faster than two fighting over a shared CPU
+    try:
+        for _ in range(N_MUTATIONS):
+            name = rng.choice(sorted(bases))
+            d = {**deepcopy(bases[name]), "scale": "n"}
+            what = _mutate(d, rng)
+            rows = [*d["backbone"], *d["head"]]
+            if not any(_is_plugin_row(row, plugin_modules()) for row in rows):
+                tally["no plugin row left (the stock parser's own business): skipped"] += 1
+                continue
+            try:
+                model = MODELS[guess_model_task(deepcopy(d))](deepcopy(d), verbose=False).eval()
+                with torch.no_grad():
+                    model(torch.rand(1, 3, 64, 64))
+            except Exception as e:
+                tally[f"rejected, {type(e).__name__}"] += 1
+                if not isinstance(e, LayerError) and "layer" not in str(e).lower():
+                    bad.append(f"{name}, {what}: {type(e).__name__} without a row: {e}")
+                continue
+            tally["built and ran"] += 1
+            bad += [f"{name}, {what}: {w}" for w in _says_what_it_builds(model, d)]
+    finally:
+        torch.set_num_threads(threads)
+    summary = f"{N_MUTATIONS} mutations: " + ", ".join(f"{k}: {v}" for k, v in sorted(tally.items()))
+    print(f"\n{summary}")
+    assert not bad, summary + "\n" + "\n".join(bad[:10])
