@@ -45,8 +45,8 @@ from yolo_attn.bench.train import SHORT_BUDGET_RECIPE, train_all
 from yolo_attn.bench.zoo import Entry, build, discover, guard
 
 DESCRIPTION = (
-    "Compare stock YOLOv8n/YOLO11n with every n-scale yolo_attn YAML: params, GFLOPs, CPU latency (PyTorch, ONNX "
-    "Runtime), training-step time and mAP after a fixed training budget over several seeds."
+    "Compare stock YOLOv8n/YOLO11n/YOLO26n with every n-scale yolo_attn detection YAML: params, GFLOPs, CPU "
+    "latency (PyTorch, ONNX Runtime), training-step time and mAP after a fixed training budget over several seeds."
 )
 
 
