@@ -6,15 +6,22 @@ dataset YAML's ``download:`` snippet loads this file by path. Every label is der
 owns at the end of rendering (its *visible* pixels, the ones its detection box is the tight box of) or from the
 object's whole drawn mask:
 
-* segment: one polygon per object tracing its visible pixels (pixel-index coordinates / imgsz). Objects with several
-  parts (pair, triplet) or holes (hollow) become one polygon whose parts are joined by zero-width bridges, so filling
-  it with ``cv2.fillPoly`` gives back exactly the visible pixels.
+* segment: one polygon per object through the centres of the boundary pixels of its visible pixels (pixel index +
+  0.5, / imgsz; the box Ultralytics derives from it is the detection box less half a pixel on each side). Objects
+  with several parts (pair, triplet, a shape cut in two by an occluder) or holes (hollow, framed) keep every part and
+  hole (``cv2.RETR_CCOMP``): the loops are joined into one polygon by zero-width bridges between their nearest
+  vertices (a minimum spanning tree, the idea of Ultralytics' ``merge_multi_segment``), so filling it as Ultralytics
+  does (``cv2.fillPoly`` of ``int()`` pixel coordinates) gives back exactly the visible pixels, plus the one-pixel
+  lines of bridges that cross background (holes stay empty). Keeping only the largest part would drop whole marks.
 * pose: 5 keypoints per object, ``centre`` (centroid of its whole drawn mask) and the ``top``, ``right``, ``bottom``
   and ``left`` extreme pixels of that mask (the median pixel of the extreme row / column), at pixel centres.
   Visibility 2 where the object owns the pixel, 1 where it is hidden (occluded, or background inside a hollow
   shape); objects lie fully inside the image, so never 0. ``flip_idx`` swaps right and left.
-* obb: the minimum-area rotated rectangle around the visible pixels (their pixel squares), 4 corners.
-* classify: one crop per object (its box with a 10 % margin), ``{train,val}/<class name>/<image>_<object>.jpg``.
+* obb: the minimum-area rotated rectangle around the visible pixels (their pixel squares), 4 corners; when that
+  rectangle would stick out of the image (objects touching the border, about 3 % of them) the smallest rectangle
+  with a side along the pixels' convex hull that fits (at worst the axis-aligned detection box) is used instead.
+* classify: one crop per object (its box with a 10 % margin, at least 16 px a side: Ultralytics skips images under
+  10 px), ``{train,val}/<class name>/<image>_<object>.jpg``.
 
 Run as a script: ``python synth_tasks.py --task segment --root DIR --train 16 --val 8 --imgsz 128``.
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import shutil
 from pathlib import Path
 
@@ -37,6 +45,7 @@ TASKS = ("segment", "pose", "obb", "classify")
 KEYPOINTS = ("centre", "top", "right", "bottom", "left")
 FLIP_IDX = [0, 1, 4, 3, 2]  # a horizontal flip swaps right and left
 CROP_MARGIN = 0.1
+MIN_CROP = 16  # Ultralytics drops images under 10 px a side as corrupt: small objects get more context instead
 
 
 def objects(seed: int, split: str, index: int, imgsz: int) -> tuple[np.ndarray, list[dict]]:
@@ -52,19 +61,51 @@ def objects(seed: int, split: str, index: int, imgsz: int) -> tuple[np.ndarray, 
 
 
 def polygon(mask: np.ndarray) -> np.ndarray:
-    """Return one (N, 2) polygon, in pixel indices, whose ``cv2.fillPoly`` filling is exactly ``mask``.
+    """Return one (N, 2) polygon, in pixel indices, whose ``cv2.fillPoly`` filling is ``mask`` (plus bridge lines).
 
-    Every contour (outer boundaries and holes) is visited from the first contour's start point and back along the
-    same straight line, a bridge of zero width; the fill rule turns holes into holes again.
+    Each contour (outer boundaries and holes, ``cv2.RETR_CCOMP``) is a loop through the centres of its boundary
+    pixels. The loops are joined into one path by zero-width bridges (walked there and back) between their nearest
+    vertices, along a minimum spanning tree, so the bridges are as short as the parts allow. The fill rule turns holes
+    into holes again; a bridge across background rasterises to a one-pixel line, the only pixels added.
     """
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-    loops = [c[:, 0] for c in contours]
-    anchor = loops[0][0]
-    path = [loops[0], loops[0][:1]]
-    for loop in loops[1:]:
-        j = int(np.argmin(((loop - anchor) ** 2).sum(1)))  # enter each loop at its point nearest the anchor
-        path += [np.roll(loop, -j, axis=0), loop[j : j + 1], anchor[None]]
-    return np.concatenate(path).astype(np.float64)
+    loops = [c[:, 0].astype(np.int64) for c in contours]
+    path = _walk(loops, bridges(loops), 0, 0)[:-1]  # the path is closed implicitly
+    return np.array(path, np.float64)
+
+
+def bridges(loops: list[np.ndarray]) -> dict[tuple[int, int], list[tuple[int, int]]]:
+    """Return the links of a minimum spanning tree over ``loops`` (Prim's algorithm from loop 0).
+
+    Each link joins the two nearest vertices of two loops: ``{(loop, vertex): [(child loop, child vertex), ...]}``.
+    """
+    nearest = {}  # (a, b) -> (squared distance, vertex of a, vertex of b)
+    for a in range(len(loops)):
+        for b in range(a + 1, len(loops)):
+            d = ((loops[a][:, None] - loops[b][None]) ** 2).sum(-1)
+            i, j = np.unravel_index(int(d.argmin()), d.shape)
+            nearest[a, b], nearest[b, a] = (int(d[i, j]), int(i), int(j)), (int(d[i, j]), int(j), int(i))
+    links, joined, rest = {}, [0], set(range(1, len(loops)))
+    while rest:
+        _, a, b = min((nearest[a, b][0], a, b) for a in joined for b in sorted(rest))
+        _, i, j = nearest[a, b]
+        links.setdefault((a, i), []).append((b, j))
+        joined.append(b)
+        rest.remove(b)
+    return links
+
+
+def _walk(loops: list[np.ndarray], links: dict, k: int, start: int) -> list[np.ndarray]:
+    """Path around loop ``k`` from vertex ``start`` back to it, detouring into every loop linked to its vertices."""
+    loop, path = loops[k], []
+    for step in range(len(loop)):
+        v = (start + step) % len(loop)
+        path.append(loop[v])
+        for child, entry in links.get((k, v), []):
+            path += _walk(loops, links, child, entry)  # ends on the child's entry vertex
+            path.append(loop[v])  # and back over the same bridge
+    path.append(loop[start])
+    return path
 
 
 def keypoints(obj: dict) -> np.ndarray:
@@ -85,32 +126,67 @@ def keypoints(obj: dict) -> np.ndarray:
 
 
 def oriented_box(mask: np.ndarray) -> np.ndarray:
-    """Return the 4 corners (4, 2) of the minimum-area rotated rectangle around the pixel squares of ``mask``."""
+    """Return the 4 corners (4, 2) of the smallest rotated rectangle around the pixel squares of ``mask`` that fits in
+    the image (pixel-edge coordinates).
+
+    The candidates are the rectangles with a side along an edge of the convex hull, which include the minimum-area
+    one (``cv2.minAreaRect``, rotating calipers), and the axis-aligned box, which always fits. Usually the
+    minimum-area rectangle fits; for an object touching the image border it may not, and the smallest candidate that
+    does is taken instead of clipping corners (a clipped rectangle is no rectangle).
+    """
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     centres = np.concatenate([c[:, 0] for c in contours]).astype(np.float32)
-    corners = (centres[:, None] + np.float32([[0, 0], [1, 0], [1, 1], [0, 1]])).reshape(-1, 2)  # pixel edges
-    return cv2.boxPoints(cv2.minAreaRect(corners)).astype(np.float64)
+    squares = (centres[:, None] + np.float32([[0, 0], [1, 0], [1, 1], [0, 1]])).reshape(-1, 2)  # pixel edges
+    hull = cv2.convexHull(squares)[:, 0].astype(np.float64)
+    edges = np.roll(hull, -1, axis=0) - hull
+    angles = np.unique(np.concatenate([[0.0], np.arctan2(edges[:, 1], edges[:, 0]) % (math.pi / 2)]))
+    size = np.array(mask.shape[::-1], np.float64)  # (width, height)
+    best, best_area = None, math.inf
+    for a in angles:
+        axes = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])  # rows: the rectangle's axes
+        proj = hull @ axes.T
+        (u0, v0), (u1, v1) = proj.min(0), proj.max(0)
+        corners = np.array([[u0, v0], [u1, v0], [u1, v1], [u0, v1]]) @ axes
+        area = (u1 - u0) * (v1 - v0)
+        if area < best_area - 1e-9 and (corners >= -1e-6).all() and (corners <= size + 1e-6).all():
+            best, best_area = corners, area
+    return np.clip(best, 0, size)  # only rounding noise is clipped
 
 
 def _label_lines(task: str, objs: list[dict], n: int) -> str:
+    """Label file text of one scene for ``task`` (segment, pose or obb): one line per object, coordinates / ``n``."""
     lines = []
     for obj in objs:
         if task == "segment":
-            values = (polygon(obj["visible"]) / n).ravel()
+            # pixel indices -> their centres (+0.5): Ultralytics fills int() of the pixel coordinates, which gives back
+            # the same pixels whatever the rounding of the 6 written decimals
+            fields = [f"{v:.6f}" for v in ((polygon(obj["visible"]) + 0.5) / n).ravel()]
         elif task == "pose":
             (x0, y0, x1, y1), kpts = obj["box"], keypoints(obj)
             box = ((x0 + x1) / 2 / n, (y0 + y1) / 2 / n, (x1 - x0) / n, (y1 - y0) / n)
-            values = np.concatenate([box, (kpts / [n, n, 1]).ravel()])
+            fields = [f"{v:.6f}" for v in box] + [f"{x / n:.6f} {y / n:.6f} {int(v)}" for x, y, v in kpts]
         else:  # obb
-            values = (np.clip(oriented_box(obj["visible"]), 0, n) / n).ravel()
-        lines.append(f"{obj['cls']} " + " ".join(f"{v:.6g}" for v in values) + "\n")
+            fields = [f"{v:.6f}" for v in (oriented_box(obj["visible"]) / n).ravel()]
+        lines.append(" ".join([str(obj["cls"]), *fields]) + "\n")
     return "".join(lines)
 
 
-def _crop(img: np.ndarray, box: list) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    mx, my = round((x1 - x0) * CROP_MARGIN), round((y1 - y0) * CROP_MARGIN)
-    return img[max(0, y0 - my) : y1 + my, max(0, x0 - mx) : x1 + mx]
+def crop_box(box: list, n: int) -> tuple[int, int, int, int]:
+    """Return the crop window (x0, y0, x1, y1) of an object's box in an ``n`` px image.
+
+    The box with a ``CROP_MARGIN`` margin on each side, cut at the image border; a side shorter than ``MIN_CROP`` is
+    widened to it around its middle, moved inside the image.
+    """
+    window = []
+    for lo, hi in ((box[0], box[2]), (box[1], box[3])):
+        m = round((hi - lo) * CROP_MARGIN)
+        lo, hi = max(0, lo - m), min(n, hi + m)
+        if hi - lo < MIN_CROP:
+            lo = min(max(0, (lo + hi - MIN_CROP) // 2), n - MIN_CROP)
+            hi = lo + MIN_CROP
+        window.append((lo, hi))
+    (x0, x1), (y0, y1) = window
+    return x0, y0, x1, y1
 
 
 def generate(root: str | Path, task: str, n_train: int, n_val: int, imgsz: int = 320, seed: int = 0) -> Path:
@@ -135,7 +211,8 @@ def generate(root: str | Path, task: str, n_train: int, n_val: int, imgsz: int =
             img, objs = objects(seed, split, i, imgsz)
             if task == "classify":
                 for j, obj in enumerate(objs):
-                    crop = _crop(img, obj["box"])
+                    x0, y0, x1, y1 = crop_box(obj["box"], imgsz)
+                    crop = img[y0:y1, x0:x1]
                     name = synth_shapes.CLASS_NAMES[obj["cls"]]
                     cv2.imwrite(str(parts[""] / name / f"{i:06d}_{j}.jpg"), crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
                 continue
