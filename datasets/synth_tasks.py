@@ -135,8 +135,8 @@ def oriented_box(mask: np.ndarray) -> np.ndarray:
     does is taken instead of clipping corners (a clipped rectangle is no rectangle).
     """
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    centres = np.concatenate([c[:, 0] for c in contours]).astype(np.float32)
-    squares = (centres[:, None] + np.float32([[0, 0], [1, 0], [1, 1], [0, 1]])).reshape(-1, 2)  # pixel edges
+    pixels = np.concatenate([c[:, 0] for c in contours]).astype(np.float32)  # the boundary ones suffice
+    squares = (pixels[:, None] + np.float32([[0, 0], [1, 0], [1, 1], [0, 1]])).reshape(-1, 2)  # pixel edges
     hull = cv2.convexHull(squares)[:, 0].astype(np.float64)
     edges = np.roll(hull, -1, axis=0) - hull
     angles = np.unique(np.concatenate([[0.0], np.arctan2(edges[:, 1], edges[:, 0]) % (math.pi / 2)]))
