@@ -7,6 +7,7 @@ window, and attention as a loop over heads with a hand-written softmax. It reads
 
 import importlib
 import math
+import warnings
 
 import pytest
 import torch
@@ -262,6 +263,16 @@ def test_onnx_dynamic_hw(tmp_path, cfg):
         (got,) = sess.run(None, {"images": x.numpy()})
         assert got.shape == expected.shape
         assert abs(got - expected).max() < 1e-4, (b, h, w)
+
+
+def test_tracing_records_no_constant_from_the_operator():
+    """At a size where eager mode takes the fused kernel, tracing neither warns from our code nor records it."""
+    m = AttnConv(32, 32).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traced = torch.jit.trace(m, torch.randn(1, 32, 64, 64))
+    assert not [w for w in caught if "yolo_attn" in w.filename], [str(w.message) for w in caught]
+    assert "scaled_dot_product_attention" not in str(traced.inlined_graph)
 
 
 def test_pooling_partial_windows_use_valid_pixels():

@@ -134,7 +134,8 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) 
     ONNX) the written-out MatMul -> Softmax -> MatMul is recorded instead: PyTorch exports the fused op to ONNX only
     from opset 14, this form at every opset. Both compute the same function (they agree to float rounding).
     """
-    if q.shape[-2] * k.shape[-2] >= 2**15 and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+    # Tracing is checked first: comparing traced sizes would record a constant and warn (TracerWarning).
+    if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()) and q.shape[-2] * k.shape[-2] >= 2**15:
         # The fused kernel needs unit stride along d; otherwise PyTorch falls back to a slower unfused path.
         return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(), scale=scale)
     return torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1) @ v
