@@ -204,13 +204,14 @@ class CoTAttention(nn.Module):
         a = self.attn_norm(self.attn_expand(self.attn_reduce(torch.cat((x, k1), 1))))  # (B, k*k*C/8, H, W)
         a = a.unflatten(1, (-1, self.kernel_size * self.kernel_size))  # (B, C/8, k*k, H, W)
         k2 = self.dyn_act(self.dyn_bn(local_aggregate(self.value(x), a, self.kernel_size)))  # (B, C, H, W) dynamic
-        s = (k1 + k2).mean((2, 3), keepdim=True)  # (B, C, 1, 1)
+        s = k1.mean((2, 3), keepdim=True) + k2.mean((2, 3), keepdim=True)  # (B, C, 1, 1) = mean_HW(K1 + K2)
         z = self.se_expand(self.se_reduce(s))  # (B, 2C, 1, 1); channel 2c: dynamic logit, 2c + 1: static logit
-        w = z.unflatten(1, (-1, RADIX)).softmax(2)  # (B, C, 2, 1, 1)
-        y = w[:, :, 0] * k2 + w[:, :, 1] * k1
+        w_dyn, w_stat = z.unflatten(1, (-1, RADIX)).softmax(2).unbind(2)  # 2 x (B, C, 1, 1)
         if self.gamma is not None:
-            y = self.gamma * y
-        return x + y if self.shortcut else y
+            w_dyn, w_stat = self.gamma * w_dyn, self.gamma * w_stat
+        # Two passes over (B, C, H, W) for [X +] a_stat * K1 + a_dyn * K2, with γ already in the (B, C, 1, 1) weights.
+        y = torch.addcmul(x, w_stat, k1) if self.shortcut else w_stat * k1
+        return y.addcmul_(w_dyn, k2)
 
 
 class CoTBottleneck(nn.Module):
