@@ -183,7 +183,8 @@ def test_fused_cpu_attention_counts_its_two_matrix_products():
 
 def test_finetune_mode_starts_every_variant_at_stock(tmp_path, tiny_data):
     args = ["finetune", "--data", tiny_data, "--pretrain-epochs", "1", "--epochs", "1", "--imgsz", "64"]
-    args += ["--batch", "8", "--seeds", "1", "--jobs", "1", "--models", "yolo26n-ca", "--out", tmp_path]
+    args += ["--family", "yolo26", "--models", "yolo26n-ca", "--batch", "8", "--seeds", "1", "--jobs", "1"]
+    args += ["--out", tmp_path]
     run([BENCH_BIN, *args], tmp_path, timeout=600)  # exits non-zero when a variant does not start at stock
     raw = json.loads((tmp_path / "finetune.json").read_text())
     assert raw["yolo26n"]["map0"] == raw["yolo26n-ca"]["map0"]
