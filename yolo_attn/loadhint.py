@@ -1,0 +1,144 @@
+"""With the plugin's start-up hook off (`YOLO_ATTN_AUTOLOAD=0`), name the plugin when a checkpoint load fails for it.
+
+A plugin checkpoint pickles its layers by their `yolo_attn.*` import path. Loading one without the plugin active
+mostly just works: the unpickler imports `yolo_attn.cot` & co., and importing the package activates the plugin. The
+exception is Ultralytics' restricted loading (`ULTRALYTICS_SAFE_LOAD=1`, `weights_only=True`), which never imports a
+module a checkpoint names; there Ultralytics reports "references types outside the supported Ultralytics checkpoint
+format. Use an official Ultralytics model", which sends the user the wrong way. A module missing from the installed
+plugin (a checkpoint from another version) gets Ultralytics' "AutoInstall will run now" warning and a bare
+ModuleNotFoundError.
+
+So with the hook off, the start-up hook still runs this file, by path (importing the package would activate the
+plugin, and a later `import yolo_attn` would then do nothing). It wraps `ultralytics.nn.tasks.torch_safe_load` the
+moment that module is imported, without importing it here. The wrapper changes no result: on success it returns what
+Ultralytics returns; on a failure that is not about `yolo_attn` it re-raises the same exception object; on a failure
+caused by `yolo_attn` it raises the same exception type with a message that says what to do. This file imports only
+`sys` at start-up, so it costs well under a millisecond (it only runs where the hook is off).
+"""
+
+import sys
+
+TARGET = "ultralytics.nn.tasks"
+PLUGIN = "yolo_attn"
+
+
+def _is_plugin_name(name) -> bool:
+    return isinstance(name, str) and (name == PLUGIN or name.startswith(PLUGIN + "."))
+
+
+def _chain(e: BaseException) -> list:
+    """The exception and every exception it was raised from or while handling."""
+    seen = []
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return seen
+
+
+def _plugin_globals(weight) -> list:
+    """The `yolo_attn.*` globals that a checkpoint file references (empty if it can't be read as a torch zip)."""
+    try:
+        import torch
+
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(weight))
+        return sorted(n for n in names if _is_plugin_name(n))
+    except Exception:
+        return []
+
+
+def explain(e: Exception, weight):
+    """Return an exception with a message naming the plugin when `e` is a load failure caused by it, else None."""
+    import pickle
+
+    chain = _chain(e)
+    missing = next((x.name for x in chain if isinstance(x, ModuleNotFoundError) and _is_plugin_name(x.name)), None)
+    active = PLUGIN in sys.modules
+    if missing and active:  # the plugin is imported but lacks a module the checkpoint names
+        version = getattr(sys.modules[PLUGIN], "__version__", "?")
+        return ModuleNotFoundError(
+            f"{weight} needs the module '{missing}', which the installed yolo_attn {version} does not have: the "
+            "checkpoint was saved with another version of the plugin. Install that one (pip install yolo-attn==...)",
+            name=missing,
+        )
+    names = [missing] if missing else []
+    if not names and any(isinstance(x, pickle.UnpicklingError) for x in chain):  # weights_only refused a global
+        names = _plugin_globals(weight)
+    if not names or active:
+        return None
+    held = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    msg = (
+        f"{weight} needs the yolo_attn plugin (it holds {held}), which is installed but not active in this process: "
+        "YOLO_ATTN_AUTOLOAD=0 turned its start-up hook off. `import yolo_attn` before loading the checkpoint, or unset "
+        "YOLO_ATTN_AUTOLOAD"
+    )
+    return ModuleNotFoundError(msg, name=PLUGIN) if isinstance(e, ModuleNotFoundError) else type(e)(msg)
+
+
+def wrap(torch_safe_load):
+    """Ultralytics' `torch_safe_load`, with load failures caused by `yolo_attn` explained (see `explain`)."""
+    if getattr(torch_safe_load, "_yolo_attn_hint", False):
+        return torch_safe_load
+
+    def torch_safe_load_with_hint(weight, *args, **kwargs):
+        try:
+            return torch_safe_load(weight, *args, **kwargs)
+        except Exception as e:
+            hint = explain(e, weight)
+            if hint is None:
+                raise
+            raise hint from e
+
+    torch_safe_load_with_hint.__wrapped__ = torch_safe_load
+    torch_safe_load_with_hint.__doc__ = torch_safe_load.__doc__
+    torch_safe_load_with_hint._yolo_attn_hint = True
+    return torch_safe_load_with_hint
+
+
+def _patch(tasks) -> None:
+    if getattr(tasks, "torch_safe_load", None) is not None:
+        tasks.torch_safe_load = wrap(tasks.torch_safe_load)
+
+
+class _HintOnImport:
+    """Finds nothing itself; wraps the loader of `ultralytics.nn.tasks` so that the patch follows its execution.
+
+    Other finders that wrap loaders (the plugin's own autoload finder, once `import yolo_attn` installs it) are asked
+    for the spec like any finder; `busy` keeps the two from asking each other in a circle.
+    """
+
+    def __init__(self):
+        self.busy = False
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != TARGET or self.busy:
+            return None
+        self.busy = True
+        try:
+            others = (f for f in sys.meta_path if f is not self and hasattr(f, "find_spec"))
+            spec = next((s for s in (f.find_spec(fullname, path, target) for f in others) if s is not None), None)
+        finally:
+            self.busy = False
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_patch(module):
+            exec_module(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            _patch(module)
+
+        spec.loader.exec_module = exec_then_patch
+        return spec
+
+
+def install() -> None:
+    """Patch now if Ultralytics' tasks module is loaded, otherwise as soon as it is imported. Idempotent."""
+    if TARGET in sys.modules:
+        _patch(sys.modules[TARGET])
+    elif not any(type(f).__name__ == "_HintOnImport" for f in sys.meta_path):
+        sys.meta_path.insert(0, _HintOnImport())
+
+
+if __name__ == "yolo_attn_startup":  # run by the start-up hook (yolo_attn.pth) with YOLO_ATTN_AUTOLOAD=0
+    install()
