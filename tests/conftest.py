@@ -1,8 +1,11 @@
 """Keep Ultralytics offline and away from the user's settings, in this process and in every subprocess it starts.
 
-The environment is set at import time, before any test module imports Ultralytics (which reads it on import).
+The environment and the sandbox's settings file are written at import time, before any test module imports
+Ultralytics: it reads both on import and binds `DATASETS_DIR` (where data sets are found and built) there and then, so
+a `SETTINGS.update()` after the import would reach subprocesses but not this process.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -19,14 +22,20 @@ os.environ.update(
     YOLO_CONFIG_DIR=str(SANDBOX / "config"),  # settings (datasets_dir, runs_dir) private to this run
 )
 
-from ultralytics.utils import SETTINGS  # noqa: E402
+SANDBOX_SETTINGS = {
+    "datasets_dir": str(SANDBOX / "datasets"),
+    "runs_dir": str(SANDBOX / "runs"),
+    "weights_dir": str(SANDBOX / "weights"),
+    "sync": False,
+}
+# Only these keys: on import Ultralytics completes the file with its defaults for the others (keeping these values).
+(SANDBOX / "config" / "Ultralytics").mkdir(parents=True)
+(SANDBOX / "config" / "Ultralytics" / "settings.json").write_text(json.dumps(SANDBOX_SETTINGS))
 
-SETTINGS.update(
-    datasets_dir=str(SANDBOX / "datasets"),
-    runs_dir=str(SANDBOX / "runs"),
-    weights_dir=str(SANDBOX / "weights"),
-    sync=False,
-)
+from ultralytics.utils import DATASETS_DIR, SETTINGS  # noqa: E402
+
+assert {k: SETTINGS[k] for k in SANDBOX_SETTINGS} == SANDBOX_SETTINGS, SETTINGS
+assert DATASETS_DIR == SANDBOX / "datasets", DATASETS_DIR
 
 YOLO_BIN = str(Path(sys.executable).with_name("yolo"))  # the installed console script of this environment
 
