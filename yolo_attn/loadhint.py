@@ -1,4 +1,4 @@
-"""With the plugin's start-up hook off (`YOLO_ATTN_AUTOLOAD=0`), name the plugin when a checkpoint load fails for it.
+"""Name the plugin when a checkpoint load fails for it while the plugin is off (`YOLO_ATTN_AUTOLOAD=0`).
 
 A plugin checkpoint pickles its layers by their `yolo_attn.*` import path. Loading one without the plugin active
 mostly just works: the unpickler imports `yolo_attn.cot` & co., and importing the package activates the plugin. The
@@ -8,17 +8,15 @@ format. Use an official Ultralytics model", which sends the user the wrong way. 
 plugin (a checkpoint from another version) gets Ultralytics' "AutoInstall will run now" warning and a bare
 ModuleNotFoundError.
 
-So with the hook off, the start-up hook still runs this file, by path (importing the package would activate the
-plugin, and a later `import yolo_attn` would then do nothing). It wraps `ultralytics.nn.tasks.torch_safe_load` the
-moment that module is imported, without importing it here. The wrapper changes no result: on success it returns what
-Ultralytics returns; on a failure that is not about `yolo_attn` it re-raises the same exception object; on a failure
-caused by `yolo_attn` it raises the same exception type with a message that says what to do. This file imports only
-`sys` at start-up, so it costs well under a millisecond (it only runs where the hook is off).
+`wrap` gives Ultralytics' `torch_safe_load` a better message for exactly those failures and changes nothing else: on
+success it returns what Ultralytics returns; on a failure that is not about `yolo_attn` it re-raises the same exception
+object; on a failure caused by `yolo_attn` it raises the same exception type with a message that says what to do.
+`yolo_attn/hook_off.py` applies it when `ultralytics.nn.tasks` is imported, loading this file by path (importing
+the package would activate the plugin). Only the standard library is imported here.
 """
 
 import sys
 
-TARGET = "ultralytics.nn.tasks"
 PLUGIN = "yolo_attn"
 
 
@@ -94,51 +92,7 @@ def wrap(torch_safe_load):
     return torch_safe_load_with_hint
 
 
-def _patch(tasks) -> None:
+def patch(tasks) -> None:
+    """Wrap `tasks.torch_safe_load` (Ultralytics' `ultralytics.nn.tasks` module). Idempotent."""
     if getattr(tasks, "torch_safe_load", None) is not None:
         tasks.torch_safe_load = wrap(tasks.torch_safe_load)
-
-
-class _HintOnImport:
-    """Finds nothing itself; wraps the loader of `ultralytics.nn.tasks` so that the patch follows its execution.
-
-    Other finders that wrap loaders (the plugin's own autoload finder, once `import yolo_attn` installs it) are asked
-    for the spec like any finder; `busy` keeps the two from asking each other in a circle.
-    """
-
-    def __init__(self):
-        self.busy = False
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != TARGET or self.busy:
-            return None
-        self.busy = True
-        try:
-            others = (f for f in sys.meta_path if f is not self and hasattr(f, "find_spec"))
-            spec = next((s for s in (f.find_spec(fullname, path, target) for f in others) if s is not None), None)
-        finally:
-            self.busy = False
-        if spec is None or spec.loader is None:
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_then_patch(module):
-            exec_module(module)
-            if self in sys.meta_path:
-                sys.meta_path.remove(self)
-            _patch(module)
-
-        spec.loader.exec_module = exec_then_patch
-        return spec
-
-
-def install() -> None:
-    """Patch now if Ultralytics' tasks module is loaded, otherwise as soon as it is imported. Idempotent."""
-    if TARGET in sys.modules:
-        _patch(sys.modules[TARGET])
-    elif not any(type(f).__name__ == "_HintOnImport" for f in sys.meta_path):
-        sys.meta_path.insert(0, _HintOnImport())
-
-
-if __name__ == "yolo_attn_startup":  # run by the start-up hook (yolo_attn.pth) with YOLO_ATTN_AUTOLOAD=0
-    install()
