@@ -59,13 +59,14 @@ def load(tmp_path, env, *ckpts, imports=()) -> str:
 
 def test_hook_off_imports_nothing_and_leaves_the_parser_stock(tmp_path):
     code = (
-        "import sys; print(*(m in sys.modules for m in ('yolo_attn', 'torch', 'ultralytics')));"
+        "import sys; print(*(m in sys.modules for m in ('yolo_attn', 'torch', 'ultralytics', 'yolo_attn_hook_off')),"
+        "any(p.rstrip('/').endswith('yolo_attn') for p in sys.path));"
         "print([type(f).__name__ for f in sys.meta_path if 'OnImport' in type(f).__name__]);"
         "import ultralytics.nn.tasks as t, ultralytics.nn as n;"
         "print(t.parse_model.__module__, t.torch_safe_load._yolo_attn_hint, n.torch_safe_load is t.torch_safe_load)"
     )
     lines = run([PY, "-c", code], tmp_path, env=OFF).stdout.splitlines()
-    assert lines[0].split() == ["False", "False", "False"]
+    assert lines[0].split() == ["False", "False", "False", "True", "False"]  # and the package folder left sys.path
     assert lines[1] == "['_HintOnImport']"
     assert lines[2].split() == ["ultralytics.nn.tasks", "True", "True"]
 

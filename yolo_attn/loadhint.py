@@ -11,8 +11,8 @@ ModuleNotFoundError.
 `wrap` gives Ultralytics' `torch_safe_load` a better message for exactly those failures and changes nothing else: on
 success it returns what Ultralytics returns; on a failure that is not about `yolo_attn` it re-raises the same exception
 object; on a failure caused by `yolo_attn` it raises the same exception type with a message that says what to do.
-`yolo_attn/hook_off.py` applies it when `ultralytics.nn.tasks` is imported, loading this file by path (importing
-the package would activate the plugin). Only the standard library is imported here.
+`yolo_attn_hook_off.py` (next to this file) applies it when `ultralytics.nn.tasks` is imported, loading this file by
+path (importing the package would activate the plugin). Only the standard library is imported here.
 """
 
 import sys

@@ -1,9 +1,10 @@
-"""What the start-up hook runs instead of `import yolo_attn` when `YOLO_ATTN_AUTOLOAD=0`; run by path, never imported.
+"""What the start-up hook runs instead of `import yolo_attn` when `YOLO_ATTN_AUTOLOAD=0`: the top-level module
+`yolo_attn_hook_off`, imported from this folder (so it is byte-compiled like any module), not as part of the package.
 
 The plugin stays off: nothing is registered and the package is not imported, so a later `import yolo_attn` activates
 it as usual. One thing is arranged: when `ultralytics.nn.tasks` is imported, its `torch_safe_load` is wrapped so that a
-checkpoint which needs the plugin says so (`loadhint.py`, next to this file, loaded then). This file is compiled at
-every interpreter start, so it stays this small and imports nothing.
+checkpoint which needs the plugin says so (`loadhint.py`, next to this file, loaded then). This runs at every
+interpreter start with the hook off, so it stays this small and imports nothing.
 """
 
 import sys
@@ -64,5 +65,5 @@ def install() -> None:
         sys.meta_path.insert(0, _HintOnImport())
 
 
-if __name__ == "yolo_attn_startup":  # run by the start-up hook (yolo_attn.pth)
+if __name__ == "yolo_attn_hook_off":  # imported by the start-up hook (yolo_attn.pth), not as yolo_attn.<this file>
     install()
