@@ -133,6 +133,25 @@ def test_plugin_layer_first_works_with_channels_a_multiple_of_8():
     assert type(model[0]).__name__ == "CoordAtt"
 
 
+@pytest.mark.parametrize(
+    "plugin, stock",
+    [
+        ("yolov8n-ca.yaml", "yolov8n.yaml"),
+        ("yolo26n-cot.yaml", "yolo26n.yaml"),
+        ("yolo11n-pose-ca.yaml", "yolo11n-pose.yaml"),
+    ],
+)
+def test_build_probe_leaves_the_head_as_stock_does(plugin, stock):
+    """The build-time probe must not leave the head with anchors cached for its input shape (strides were 0 then)."""
+    from ultralytics import YOLO
+
+    model = YOLO(plugin).model
+    assert model.model[-1].shape is None and YOLO(stock).model.model[-1].shape is None
+    with torch.no_grad():  # at the probe's own input size the boxes are real boxes, not zeros
+        boxes = model.eval()(torch.rand(1, 3, 128, 128))[0][:, :4]
+    assert boxes.abs().max() > 1
+
+
 def test_pooled_batchnorm_gets_ultralytics_bn_settings():
     model = DetectionModel(str(shipped_dir("model_yamls") / "yolov8-cot.yaml"), verbose=False)
     pooled = [m for m in model.modules() if isinstance(m, PooledBatchNorm2d)]

@@ -142,7 +142,8 @@ def test_yolo_train_from_stock_weights_transfers_all_and_starts_at_stock(stock_p
     model = YOLO(str(identity_yaml))
     model.load(str(stock_pt))
     kwargs = dict(data=tiny_data, imgsz=64, batch=8, workers=0, plots=False, device="cpu", verbose=False)
-    ours, stock = model.val(**kwargs, project=project, name="val_ours"), YOLO(stock_pt).val(**kwargs, name="val_s")
+    kwargs.update(project=project)
+    ours, stock = model.val(**kwargs, name="val_ours"), YOLO(stock_pt).val(**kwargs, name="val_s")
     assert ours.results_dict == stock.results_dict
     images = sorted((SANDBOX / "datasets" / "synth-shapes-tiny" / "images" / "val").glob("*.jpg"))
     x = torch.stack([torch.from_numpy(cv2.resize(cv2.imread(str(f)), (64, 64))).permute(2, 0, 1) for f in images])

@@ -10,6 +10,7 @@ A YAML that names no plugin module goes straight to the stock parser.
 import ast
 import collections.abc
 import contextlib
+import copy
 import inspect
 import sys
 import types
@@ -333,6 +334,8 @@ def _probe(model: nn.Sequential, ch: int, rows: list, size: int = 128) -> None:
 
     A wrong `from` index or argument in a stock row of a plugin YAML (a Concat of maps of different sizes, a Conv
     kernel written as a list) would otherwise fail deep inside PyTorch during Ultralytics' stride computation.
+    The output layer runs as a copy: a Detect head caches its anchors per input shape, and the strides are not set
+    yet, so the real head would keep zero strides for the probe's shape and later predict all-zero boxes on it.
     """
     training, y, x = model.training, [], torch.zeros(1, ch, size, size)
     model.eval()
@@ -342,7 +345,7 @@ def _probe(model: nn.Sequential, ch: int, rows: list, size: int = 128) -> None:
                 if m.f != -1:
                     x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
                 try:
-                    x = m(x)
+                    x = (copy.deepcopy(m) if m is model[-1] else m)(x)
                 except Exception as e:
                     shapes = [tuple(t.shape) for t in (x if isinstance(x, list) else [x]) if hasattr(t, "shape")]
                     raise LayerError(
