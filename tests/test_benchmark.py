@@ -13,7 +13,7 @@ from ultralytics.utils.torch_utils import get_flops
 from yolo_attn import CoordAtt, CoTAttention
 from yolo_attn.bench.cli import main
 from yolo_attn.bench.flops import count_flops
-from yolo_attn.bench.report import noise_test
+from yolo_attn.bench.report import noise_test, paired_test
 from yolo_attn.bench.zoo import OTHER_TASKS, discover
 from yolo_attn.cot import local_aggregate
 from yolo_attn.lookup import shipped_dir
@@ -156,6 +156,14 @@ def test_noise_test():
     diff, band, inside = noise_test([0.50, 0.60, 0.40], [0.45, 0.55, 0.50])
     assert inside is True and band > abs(diff)
     assert noise_test([0.5], [0.4])[2] is None
+
+
+def test_paired_test_removes_the_shared_seed_spread():
+    stock, variant = [0.517, 0.511, 0.509], [0.5175, 0.5117, 0.5097]  # seed effects shared, a small steady gain
+    assert noise_test(variant, stock)[2] is True  # as independent samples the seed spread hides it
+    diff, band, inside = paired_test(variant, stock)
+    assert diff == pytest.approx(0.0019 / 3) and band == pytest.approx(2.869e-4, rel=1e-3) and inside is False  # t(2)
+    assert paired_test([0.5, 0.6], [0.6, 0.5])[2] is True and paired_test([0.5], [0.4])[2] is None
 
 
 def test_ops_mode_end_to_end(tmp_path):

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from yolo_attn.bench.models import _parse_train_args
-from yolo_attn.bench.report import mean_sd, noise_test
+from yolo_attn.bench.report import mean_sd, noise_test, paired_test
 from yolo_attn.bench.timing import machine_info, quiet
 from yolo_attn.bench.train import _ultralytics_threads, train_all
 from yolo_attn.bench.zoo import Entry, discover
@@ -106,18 +106,20 @@ def write_report(entries: list[Entry], settings: dict, out: Path) -> None:
     """Write finetune.md (table), finetune.png (chart) and finetune.json (every sample)."""
     stock = entries[0]
     rows = [
-        "| model | mAP50-95 epoch 0 | mAP50 fine-tuned | mAP50-95 fine-tuned | Δ mAP50-95 vs stock |",
-        "| --- | ---: | ---: | ---: | --- |",
+        "| model | mAP50-95 epoch 0 | mAP50 fine-tuned | mAP50-95 fine-tuned | Δ vs stock | Δ paired by seed |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
     ]
     for e in entries:
         (m50, s50), (m, s) = mean_sd(e.results["map50_seeds"]), mean_sd(e.results["map_seeds"])
-        if e is stock:
-            delta = "reference"
-        else:
-            diff, band, inside = noise_test(e.results["map_seeds"], stock.results["map_seeds"])
-            delta = f"{diff:+.3f} ± {band:.3f}: " + ("inside the noise" if inside else "outside the noise")
+        deltas = ["reference"] * 2
+        if e is not stock:
+            for k, test in enumerate((noise_test, paired_test)):
+                diff, band, inside = test(e.results["map_seeds"], stock.results["map_seeds"])
+                verdict = "inside the noise" if inside else "better" if diff > 0 else "worse"
+                deltas[k] = f"{diff:+.4f} ± {band:.4f}: {verdict}"
         name = f"**{e.name}**" if e is stock else e.name
-        rows.append(f"| {name} | {e.results['map0']:.4f} | {m50:.3f} ± {s50:.3f} | {m:.3f} ± {s:.3f} | {delta} |")
+        cells = [name, f"{e.results['map0']:.4f}", f"{m50:.3f} ± {s50:.3f}", f"{m:.3f} ± {s:.3f}", *deltas]
+        rows.append(f"| {' | '.join(cells)} |")
     text = [
         "# yolo_attn fine-tune comparison",
         "",
@@ -131,7 +133,10 @@ def write_report(entries: list[Entry], settings: dict, out: Path) -> None:
         "stock weights; the stock model itself is fine-tuned the same way. Mean ± sample standard deviation.",
         "- Variants start as the identity (`layer_scale: 0.0`) with every stock item transferred; epoch 0 is their "
         "validation before any step, which equals the stock model's (checked in the run).",
-        "- Δ: difference of the mAP50-95 means to the fine-tuned stock model ± the 95 % band (Welch t).",
+        "- Δ vs stock: difference of the mAP50-95 means to the fine-tuned stock model ± the 95 % band (Welch t, seeds "
+        "as independent samples). Paired by seed: mean of the per-seed differences ± its 95 % band (paired t); a "
+        "variant and the stock model with the same seed share data order, augmentation and starting weights, so this "
+        "band leaves out the seed-to-seed spread they have in common.",
     ]
     (out / "finetune.md").write_text("\n".join(text) + "\n")
     (out / "finetune.json").write_text(json.dumps({"settings": settings, **{e.name: e.results for e in entries}}))

@@ -35,6 +35,21 @@ def noise_test(a: list[float], b: list[float]) -> tuple[float, float, bool | Non
     return diff, t * se, abs(diff) <= t * se
 
 
+def paired_test(a: list[float], b: list[float]) -> tuple[float, float, bool | None]:
+    """Mean of the per-seed differences a[i] - b[i], its 95% half-width (paired t), and whether it is inside it.
+
+    For runs that share everything but the model (same seed, data order, augmentation and starting weights), the
+    seed-to-seed spread cancels in the differences, so this band is much tighter than Welch's. None with fewer than
+    two pairs.
+    """
+    diffs = [x - y for x, y in zip(a, b)]
+    diff = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return diff, float("nan"), None
+    band = _T975.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return diff, band, abs(diff) <= band
+
+
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
