@@ -13,6 +13,7 @@ from ultralytics.utils.torch_utils import get_flops
 from yolo_attn import CoordAtt, CoTAttention
 from yolo_attn.bench.cli import main
 from yolo_attn.bench.flops import count_flops
+from yolo_attn.bench.ops import memory_pass_share
 from yolo_attn.bench.report import noise_test, paired_test
 from yolo_attn.bench.zoo import OTHER_TASKS, discover
 from yolo_attn.cot import local_aggregate
@@ -176,11 +177,18 @@ def test_ops_mode_end_to_end(tmp_path):
     assert [r["shape"] for r in raw["rows"][::5]] == [[64, 8, 8], [128, 4, 4], [256, 2, 2]]
     for r in raw["rows"]:
         assert r["flops"] > 0 and r["peak_train_bytes"] > 0 and r["infer_ms"] > 0 and r["train_ms"] > 0
+        assert 0 < r["infer_memory_pass_share"] < 1
         assert len(r["infer_flop_ratios"]) == len(r["train_flop_ratios"]) == 2
         if r["operator"] == "Conv 3x3":
             assert r["infer_flop_ratios"] == r["train_time_ratios"] == [1.0, 1.0]
     table = markdown_tables((tmp_path / "ops.md").read_text())[0]
     assert len(table) == 2 + len(raw["rows"])
+
+
+def test_memory_pass_share_splits_gemm_from_elementwise_time():
+    x, w = torch.randn(256, 256), torch.randn(256, 256)
+    assert memory_pass_share(lambda: x @ w) < 0.2  # one matrix product
+    assert memory_pass_share(lambda: (x * 2 + 1).relu()) == 1  # passes over memory only
 
 
 def test_fused_cpu_attention_counts_its_two_matrix_products():

@@ -129,6 +129,32 @@ def peak_step_memory(step: Callable[[], Any]) -> int:
     return peak
 
 
+# Kernels that do the multiply-accumulate work (convolutions, matrix products, fused attention); everything else an
+# operator runs (elementwise arithmetic, norms, pads, concatenations, copies) is a pass over memory with few FLOPs.
+GEMM_KERNELS = (
+    "aten::mkldnn_convolution",
+    "aten::_slow_conv2d_forward",
+    "aten::addmm",
+    "aten::mm",
+    "aten::bmm",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+)
+
+
+def memory_pass_share(run: Callable[[], Any], calls: int = 3) -> float:
+    """Fraction of the CPU time of `run` spent outside `GEMM_KERNELS` (self time of every op, over a few calls)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    run()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            run()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_KERNELS)
+    return 1 - gemm / total if total else float("nan")
+
+
 def _ratios(samples: dict[str, list[list[float]]], name: str, scale: float = 1.0, ref: str = REFERENCE) -> list[float]:
     """Per round: median time of `name` / median time of `ref` (default: the reference conv), divided by `scale`."""
     return [statistics.median(a) / statistics.median(b) / scale for a, b in zip(samples[name], samples[ref])]
@@ -162,6 +188,7 @@ def measure_level(args: argparse.Namespace, scale: str, level: str, names: list[
                 "operator": name,
                 "flops": count_flops(folded, x),
                 "peak_train_bytes": peak_step_memory(step[name]),
+                "infer_memory_pass_share": memory_pass_share(infer[name]),
             }
         )
     label = f"{scale} {level} {c}x{s}x{s}"
@@ -195,7 +222,7 @@ def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict) -> str:
     """The operators table with machine, load and method."""
     compiled = settings["compile"]
     head = "| scale | level C×H×W | operator | GFLOPs | infer ms | infer per FLOP vs conv | train step ms "
-    head += "| train per FLOP vs conv | time vs conv infer / train | peak train MiB |"
+    head += "| train per FLOP vs conv | time vs conv infer / train | infer time outside conv/matmul | peak train MiB |"
     if compiled:
         head += " compiled speed-up infer / train | compiled per FLOP vs compiled conv infer / train |"
     lines = [head, "|" + " --- |" * 3 + " ---: |" * (head.count("|") - 4)]
@@ -213,6 +240,7 @@ def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict) -> str:
             "reference"
             if ref
             else f"{statistics.median(r['infer_time_ratios']):.2f} / {statistics.median(r['train_time_ratios']):.2f}",
+            f"{100 * r['infer_memory_pass_share']:.0f} %",
             f"{r['peak_train_bytes'] / 2**20:.1f}",
         ]
         if compiled:
@@ -244,6 +272,9 @@ def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict) -> str:
             f"- Per FLOP vs conv: (t_op / t_conv) / (FLOPs_op / FLOPs_conv), t per round the median of "
             f"{s['runs']} calls, median over {s['rounds']} interleaved rounds (min–max over rounds in brackets); "
             "time vs conv: the plain time ratio. The conv is Ultralytics' `Conv(C, C, 3)` (+BN+SiLU).",
+            "- Infer time outside conv/matmul: share of the inference's CPU time (torch.profiler self times) spent in "
+            "other kernels: elementwise arithmetic, norms, pads, concatenations, copies; passes over memory that carry "
+            "few FLOPs, so they raise the time per FLOP.",
             "- Peak train MiB: highest running sum of the CPU allocator events `torch.profiler(profile_memory=True)` "
             "records during one train step (memory live before the step, such as weights and input, excluded).",
         ]
