@@ -1,6 +1,8 @@
 """The benchmark command on its tiniest setting, and the FLOP count it relies on."""
 
+import functools
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from ultralytics.utils.torch_utils import get_flops
 from yolo_attn import CoordAtt, CoTAttention
 from yolo_attn.bench.cli import main
 from yolo_attn.bench.flops import count_flops
-from yolo_attn.bench.ops import memory_pass_share
+from yolo_attn.bench.ops import GEMM_KERNELS, memory_pass_share
 from yolo_attn.bench.report import noise_test, paired_test
 from yolo_attn.bench.zoo import OTHER_TASKS, discover
 from yolo_attn.cot import local_aggregate
@@ -24,6 +26,7 @@ TINY = ["--epochs", "1", "--imgsz-train", "64", "--seeds", "1", "--imgsz-latency
 TINY += ["--step-batch", "2", "--rounds", "1", "--runs", "1", "--warmup", "0", "--step-rounds", "1", "--step-runs", "1"]
 
 
+TIMED = ("infer", "train")  # the ops mode's two timings
 SELECTION = "yolov8n-cot,yolo26n-*"  # one model of a full-YAML family, a whole family by reference (suite time)
 
 
@@ -34,6 +37,14 @@ def expected_rows() -> list[str]:
     assert shipped
     variants = [p.stem.replace("-", "n-", 1) for p in shipped if not any(t in p.stem for t in OTHER_TASKS)]
     return ["yolov8n", "yolov8n-cot", "yolo26n", *variants]
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """The benchmark modes set PyTorch's thread count (one by default); give the rest of the suite its own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +77,24 @@ def test_table_has_every_model_with_every_column(bench):
             assert m["family"] in stock
     assert (out / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "benchmark.csv").read_text().count("\n") == len(rows) + 1
+
+
+def test_compiled_latency_column(tmp_path, tiny_data, monkeypatch):
+    """`--compile`: PyTorch latency under torch.compile as one more column, a ratio to the compiled stock model.
+
+    Dynamo's `eager` backend stands in for Inductor here (minutes of C++ compilation per model on a small CPU); the
+    path through the benchmark is the same, and Inductor itself is tested on a whole model in test_compile.py.
+    """
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    args = [*TINY, "--models", "yolov8n-ca", "--skip-train", "--skip-onnx", "--compile", "--out", tmp_path]
+    assert main(["--data", tiny_data, *map(str, args)]) == 0
+    raw = json.loads((tmp_path / "benchmark.json").read_text())
+    assert [m["name"] for m in raw["models"]] == ["yolov8n", "yolov8n-ca"]
+    assert all(not m["errors"] and m["pytorch_compiled_ms"] > 0 for m in raw["models"])
+    assert raw["models"][0]["pytorch_compiled_ratio"] == 1 and raw["models"][1]["pytorch_compiled_ratio"] > 0
+    header, _, *rows = markdown_tables((tmp_path / "benchmark.md").read_text())[0]
+    column = [c.strip() for c in header.split("|")].index("PyTorch compiled ms")
+    assert rows[1].split("|")[column].strip().startswith(f"{raw['models'][1]['pytorch_compiled_ms']:.1f} (")
 
 
 def test_flop_counts_in_the_table(bench):
@@ -177,12 +206,20 @@ def test_ops_mode_end_to_end(tmp_path):
     assert [r["shape"] for r in raw["rows"][::5]] == [[64, 8, 8], [128, 4, 4], [256, 2, 2]]
     for r in raw["rows"]:
         assert r["flops"] > 0 and r["peak_train_bytes"] > 0 and r["infer_ms"] > 0 and r["train_ms"] > 0
-        assert 0 < r["infer_memory_pass_share"] < 1
+        assert 0 < r["infer_memory_pass_share"] < 1 and 0 < r["train_memory_pass_share"] < 1
         assert len(r["infer_flop_ratios"]) == len(r["train_flop_ratios"]) == 2
         if r["operator"] == "Conv 3x3":
             assert r["infer_flop_ratios"] == r["train_time_ratios"] == [1.0, 1.0]
-    table = markdown_tables((tmp_path / "ops.md").read_text())[0]
+    table, kernels = markdown_tables((tmp_path / "ops.md").read_text())
     assert len(table) == 2 + len(raw["rows"])
+    # Kernel floor of CoT at P3 (the row after the reference): its per-FLOP ratio times the conv/matmul share.
+    cot, floors = raw["rows"][1], [c.strip() for c in table[3].split("|")[1:-1]][-2]
+    expected = [statistics.median(cot[f"{k}_flop_ratios"]) * (1 - cot[f"{k}_memory_pass_share"]) for k in TIMED]
+    assert floors == f"{expected[0]:.2f}× / {expected[1]:.2f}×"
+    # The 1x1 conv kernel table: one row per level, the kernel PyTorch dispatched to named from the profile.
+    assert [r["level"] for r in raw["pointwise"]] == ["P3", "P4", "P5"] and len(kernels) == 2 + 3
+    for r in raw["pointwise"]:
+        assert r["kernel"] in GEMM_KERNELS and r["dispatched_ms"] > 0 and r["onednn_ms"] > 0
 
 
 def test_memory_pass_share_splits_gemm_from_elementwise_time():

@@ -11,7 +11,8 @@ scale n: `yolov8-cot.yaml` -> `yolov8n-cot.yaml`) it measures:
   (`ultralytics.utils.torch_utils.get_flops`, what `model.info()` prints) and a full count (`count_flops`);
 - CPU inference latency at batch 1 in PyTorch (fused, eval) and in ONNX Runtime (the model exported by Ultralytics'
   own ONNX exporter), and the time of one training step (forward, loss, backward, optimiser step on a fixed random
-  batch), each also as a ratio to the stock model of the same family measured in the same run. Models are measured
+  batch), each also as a ratio to the stock model of the same family measured in the same run (with `--compile`,
+  also PyTorch inference under `torch.compile`, as Ultralytics' `compile=True` runs it). Models are measured
   in interleaved rounds, so drift on a shared machine hits every model alike; a ratio is the median over rounds of
   the per-round ratio;
 - mAP50 and mAP50-95 on the validation split after a fixed training budget, for several seeds: mean, standard deviation,
@@ -75,6 +76,15 @@ def _pytorch_fn(model, imgsz: int) -> Callable[[], Any]:
         with torch.inference_mode():
             model(x)
 
+    return run
+
+
+def _compiled_fn(model, imgsz: int) -> Callable[[], Any]:
+    """`_pytorch_fn` of `torch.compile(model)` (Inductor, the default mode), compiled by one call before it returns."""
+    import torch
+
+    run = _pytorch_fn(torch.compile(model), imgsz)
+    run()
     return run
 
 
@@ -171,6 +181,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--runs", type=int, default=5, help="timed inferences per model per round")
     ap.add_argument("--warmup", type=int, default=1, help="untimed inferences per model per round")
     ap.add_argument("--skip-onnx", action="store_true", help="no ONNX export / ONNX Runtime latency")
+    ap.add_argument("--compile", action="store_true", help="also time PyTorch inference under torch.compile")
     ap.add_argument("--step-batch", type=int, default=4, help="training-step batch size")
     ap.add_argument("--imgsz-step", type=int, default=320, help="training-step image size")
     ap.add_argument("--step-rounds", type=int, default=3, help="interleaved training-step rounds")
@@ -220,6 +231,19 @@ def run(args: argparse.Namespace) -> list[Entry]:
         "PyTorch latency",
     )
     _summarise(samples, entries, "pytorch")
+
+    # 2b. PyTorch latency under torch.compile (Inductor, as Ultralytics' `compile=True`), compiled before timing.
+    if args.compile:
+        compiled = {}
+        for e in entries:
+            if e.name in fused:
+                fn = guard(e, "torch.compile", lambda m=fused[e.name]: _compiled_fn(m, args.imgsz_latency))
+                if fn is not None:
+                    compiled[e.name] = fn
+        print(f"benchmark: torch.compile done ({time.perf_counter() - t0:.0f}s)", flush=True)
+        samples = interleaved(compiled, args.rounds, args.runs, args.warmup, "PyTorch compiled latency")
+        _summarise(samples, entries, "pytorch_compiled")
+        del compiled
     del fused
 
     # 3. ONNX export and ONNX Runtime latency.

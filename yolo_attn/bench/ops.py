@@ -15,9 +15,12 @@ scale: n 64/128/256, s 128/256/512 channels) and per operator it measures:
 - peak memory of the train step: the highest running sum of the CPU allocator events that `torch.profiler`
   (`profile_memory=True`) records during one step, i.e. what the step allocates on top of what was live before it
   (activations kept for backward, gradients, temporaries);
+- the share of inference and train-step time spent outside conv/matmul kernels (elementwise passes, norms, copies),
+  and from it the kernel floor: the per-FLOP ratio the operator would have if those passes were free;
 - with `--compile`: the speed-up of `torch.compile(fullgraph=True)` over eager, inference and train step.
 
-It writes `ops.md` (Markdown table with machine and settings) and `ops.json` (every raw sample) into `--out`.
+A second table times a C->C 1x1 conv per level on the kernel PyTorch dispatches it to and on oneDNN. It writes
+`ops.md` (Markdown tables with machine and settings) and `ops.json` (every raw sample) into `--out`.
 """
 
 from __future__ import annotations
@@ -129,20 +132,28 @@ def peak_step_memory(step: Callable[[], Any]) -> int:
     return peak
 
 
-# Kernels that do the multiply-accumulate work (convolutions, matrix products, fused attention); everything else an
-# operator runs (elementwise arithmetic, norms, pads, concatenations, copies) is a pass over memory with few FLOPs.
+# Kernels that do the multiply-accumulate work (convolutions, matrix products, fused attention, and their backward
+# passes); everything else an operator runs (elementwise arithmetic, norms, pads, concatenations, copies) is a pass
+# over memory with few FLOPs. `aten::convolution_backward` is where oneDNN's conv gradients show their self time.
 GEMM_KERNELS = (
     "aten::mkldnn_convolution",
     "aten::_slow_conv2d_forward",
+    "aten::convolution_backward",
+    "aten::_slow_conv2d_backward",
     "aten::addmm",
     "aten::mm",
     "aten::bmm",
     "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
 )
 
 
 def memory_pass_share(run: Callable[[], Any], calls: int = 3) -> float:
-    """Fraction of the CPU time of `run` spent outside `GEMM_KERNELS` (self time of every op, over a few calls)."""
+    """Fraction of the CPU time of `run` spent outside `GEMM_KERNELS` (self time of every op, over a few calls).
+
+    The rest, `1 - share`, is the time of the multiply-accumulate kernels: an operator's time per FLOP can fall no
+    lower than that share of it without faster convolution or matrix kernels (its "kernel floor").
+    """
     from torch.profiler import ProfilerActivity, profile
 
     run()
@@ -171,6 +182,8 @@ def measure_level(args: argparse.Namespace, scale: str, level: str, names: list[
     grad = torch.randn(args.batch, c, s, s, generator=g)
     factories = operators()
     rows, infer, step = [], {}, {}
+    if args.compile:
+        torch._dynamo.reset()  # every level recompiles each forward: keep under Dynamo's per-function recompile limit
     for name in [REFERENCE, *names]:
         torch.manual_seed(0)
         train = factories[name](c).train()
@@ -189,6 +202,7 @@ def measure_level(args: argparse.Namespace, scale: str, level: str, names: list[
                 "flops": count_flops(folded, x),
                 "peak_train_bytes": peak_step_memory(step[name]),
                 "infer_memory_pass_share": memory_pass_share(infer[name]),
+                "train_memory_pass_share": memory_pass_share(step[name]),
             }
         )
     label = f"{scale} {level} {c}x{s}x{s}"
@@ -218,11 +232,58 @@ def _cell(values: list[float]) -> str:
     return f"{med:.2f}× ({min(values):.2f}–{max(values):.2f})" if len(values) > 1 else f"{med:.2f}×"
 
 
-def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict) -> str:
-    """The operators table with machine, load and method."""
+def _floor(row: dict[str, Any], key: str) -> float:
+    """Per FLOP vs conv of the operator's conv/matmul kernels alone: its ratio if every other pass were free."""
+    return statistics.median(row[f"{key}_flop_ratios"]) * (1 - row[f"{key}_memory_pass_share"])
+
+
+def pointwise_paths(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Time a C -> C 1x1 conv at every (scale, level) on the kernel PyTorch dispatches it to, and on oneDNN.
+
+    With one thread and a batch below 16 PyTorch runs 1x1 convs on its own GEMM path (`_slow_conv2d_forward`, THNN)
+    rather than oneDNN, by design (`ConvParams::use_mkldnn`: "THNN is faster when single-threaded"), so the operators'
+    profiles show that kernel. This measures what the choice costs, calling oneDNN directly beside it.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    rows = []
+    for scale in args.scales:
+        for level in args.levels:
+            stride, c0 = LEVELS[level]
+            c, s = int(c0 * WIDTHS[scale]), args.imgsz // stride
+            g = torch.Generator().manual_seed(0)
+            x, w = torch.randn(args.batch, c, s, s, generator=g), torch.randn(c, c, 1, 1, generator=g)
+            b = torch.zeros(c)
+            fns = {
+                "dispatched": lambda x=x, w=w, b=b: F.conv2d(x, w, b),
+                "oneDNN": lambda x=x, w=w, b=b: torch.mkldnn_convolution(x, w, b, [0, 0], [1, 1], [1, 1], 1),
+            }
+            with torch.inference_mode():
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    fns["dispatched"]()
+                timed = interleaved(fns, args.rounds, args.runs, args.warmup, f"ops {scale} {level} 1x1 conv kernels")
+            rows.append(
+                {
+                    "scale": scale,
+                    "level": level,
+                    "shape": [c, s, s],
+                    "kernel": next(e.key for e in prof.key_averages() if e.key in GEMM_KERNELS),
+                    "dispatched_ms": statistics.median(t for r in timed["dispatched"] for t in r),
+                    "onednn_ms": statistics.median(t for r in timed["oneDNN"] for t in r),
+                    "onednn_ratios": _ratios(timed, "oneDNN", ref="dispatched"),
+                }
+            )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict, pointwise: list[dict[str, Any]]) -> str:
+    """The operators table and the 1x1 conv kernel table, with machine, load and method."""
     compiled = settings["compile"]
     head = "| scale | level C×H×W | operator | GFLOPs | infer ms | infer per FLOP vs conv | train step ms "
-    head += "| train per FLOP vs conv | time vs conv infer / train | infer time outside conv/matmul | peak train MiB |"
+    head += "| train per FLOP vs conv | time vs conv infer / train | time outside conv/matmul infer / train "
+    head += "| kernel floor per FLOP infer / train | peak train MiB |"
     if compiled:
         head += " compiled speed-up infer / train | compiled per FLOP vs compiled conv infer / train |"
     lines = [head, "|" + " --- |" * 3 + " ---: |" * (head.count("|") - 4)]
@@ -240,7 +301,8 @@ def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict) -> str:
             "reference"
             if ref
             else f"{statistics.median(r['infer_time_ratios']):.2f} / {statistics.median(r['train_time_ratios']):.2f}",
-            f"{100 * r['infer_memory_pass_share']:.0f} %",
+            f"{100 * r['infer_memory_pass_share']:.0f} % / {100 * r['train_memory_pass_share']:.0f} %",
+            "reference" if ref else f"{_floor(r, 'infer'):.2f}× / {_floor(r, 'train'):.2f}×",
             f"{r['peak_train_bytes'] / 2**20:.1f}",
         ]
         if compiled:
@@ -252,6 +314,13 @@ def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict) -> str:
                 else f"{med['infer_compiled_flop_ratios']:.2f}× / {med['train_compiled_flop_ratios']:.2f}×"
             )
         lines.append("| " + " | ".join(cells) + " |")
+    kernels = ["| scale | level C×H×W | kernel PyTorch picks | its ms | oneDNN ms | oneDNN / picked |"]
+    kernels.append("| --- | --- | --- | ---: | ---: | ---: |")
+    for r in pointwise:
+        kernels.append(
+            f"| {r['scale']} | {r['level']} {'×'.join(map(str, r['shape']))} | `{r['kernel']}` | "
+            f"{r['dispatched_ms']:.3f} | {r['onednn_ms']:.3f} | {_cell(r['onednn_ratios'])} |"
+        )
     s, load = settings, machine.get("loadavg_start")
     v = ", ".join(f"{k} {val}" for k, val in machine["versions"].items())
     return "\n".join(
@@ -272,9 +341,11 @@ def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict) -> str:
             f"- Per FLOP vs conv: (t_op / t_conv) / (FLOPs_op / FLOPs_conv), t per round the median of "
             f"{s['runs']} calls, median over {s['rounds']} interleaved rounds (min–max over rounds in brackets); "
             "time vs conv: the plain time ratio. The conv is Ultralytics' `Conv(C, C, 3)` (+BN+SiLU).",
-            "- Infer time outside conv/matmul: share of the inference's CPU time (torch.profiler self times) spent in "
-            "other kernels: elementwise arithmetic, norms, pads, concatenations, copies; passes over memory that carry "
-            "few FLOPs, so they raise the time per FLOP.",
+            "- Time outside conv/matmul: share of the CPU time (torch.profiler self times) of inference / of the train "
+            "step spent in other kernels: elementwise arithmetic, norms, pads, concatenations, copies; passes over "
+            "memory that carry few FLOPs, so they raise the time per FLOP. Kernel floor: per FLOP vs conv × (1 − that "
+            "share), the time per FLOP of the operator's conv/matmul kernels alone, i.e. the lowest ratio it could "
+            "reach if every other pass were free.",
             "- Peak train MiB: highest running sum of the CPU allocator events `torch.profiler(profile_memory=True)` "
             "records during one train step (memory live before the step, such as weights and input, excluded).",
         ]
@@ -286,6 +357,16 @@ def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict) -> str:
             if compiled
             else []
         )
+        + [
+            "",
+            f"## 1×1 convolutions: the kernel PyTorch picks ({s['threads']} thread(s), batch {s['batch']})",
+            "",
+            *kernels,
+            "",
+            "- A C→C 1×1 conv at each level's shape, inference, the same interleaved rounds for both kernels. PyTorch "
+            "sends 1×1 convs with batch < 16 on one thread to its own GEMM path (THNN, `aten::_slow_conv2d_forward`) "
+            "instead of oneDNN (`ConvParams::use_mkldnn`); oneDNN is called directly (`torch.mkldnn_convolution`).",
+        ]
     )
 
 
@@ -303,12 +384,14 @@ def main(args: argparse.Namespace) -> int:
     machine = machine_info()
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rows = [row for scale in args.scales for level in args.levels for row in measure_level(args, scale, level, names)]
+    pointwise = pointwise_paths(args)
     machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     settings = {**vars(args), "started": started, "total_seconds": time.perf_counter() - t0}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows, settings, machine)
+    text = markdown(rows, settings, machine, pointwise)
     (out / "ops.md").write_text(text + "\n", encoding="utf-8")
-    (out / "ops.json").write_text(json.dumps({"settings": settings, "machine": machine, "rows": rows}, indent=1))
+    raw = {"settings": settings, "machine": machine, "rows": rows, "pointwise": pointwise}
+    (out / "ops.json").write_text(json.dumps(raw, indent=1))
     print(text)
     return 0

@@ -108,10 +108,12 @@ def flops_table(entries: list[Entry], imgsz: int) -> list[str]:
 def write_markdown(entries: list[Entry], settings: dict, machine: dict, path: Path) -> None:
     stock = {e.family: e for e in entries if e.stock}
     s = settings
+    compiled = bool(s.get("compile"))
     lines = [
-        "| model | params (M) | GFLOPs Ultralytics | GFLOPs full | PyTorch ms | ONNX Runtime ms | train step ms "
-        "| mAP50 | mAP50-95 | Δ mAP50-95 vs stock |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| model | params (M) | GFLOPs Ultralytics | GFLOPs full | PyTorch ms | "
+        + ("PyTorch compiled ms | " if compiled else "")
+        + "ONNX Runtime ms | train step ms | mAP50 | mAP50-95 | Δ mAP50-95 vs stock |",
+        "| --- |" + " ---: |" * (9 if compiled else 8) + " --- |",
     ]
     for e in entries:
         r = e.results
@@ -124,6 +126,7 @@ def write_markdown(entries: list[Entry], settings: dict, machine: dict, path: Pa
             f"{r['gflops_ultralytics']:.2f}" if "gflops_ultralytics" in r else "—",
             f"{r['gflops_full']:.2f}" if "gflops_full" in r else "—",
             _fmt_ms(e, "pytorch"),
+            *([_fmt_ms(e, "pytorch_compiled")] if compiled else []),
             _fmt_ms(e, "onnx"),
             _fmt_ms(e, "train_step"),
             _fmt_map(e, "map50"),
@@ -153,7 +156,13 @@ def write_markdown(entries: list[Entry], settings: dict, machine: dict, path: Pa
         f"{_n(s['warmup'], 'warm-up run')} per model and round); in brackets the ratio to the stock model of the "
         "same family (median of per-round ratios). "
         f"ONNX: Ultralytics' exporter (`format=onnx simplify=True`, static {s['imgsz_latency']}² shape), "
-        "ONNX Runtime CPU provider.",
+        "ONNX Runtime CPU provider."
+        + (
+            " PyTorch compiled: `torch.compile` (Inductor, default mode, as Ultralytics' `compile=True`) of the fused "
+            "model, compiled before the timed rounds."
+            if compiled
+            else ""
+        ),
         f"- Train step: forward + loss + backward + SGD step on a fixed random batch of {s['step_batch']}×3×"
         f"{s['imgsz_step']}² with 8 boxes per image; {s['step_rounds']} rounds × {_n(s['step_runs'], 'step')}.",
     ]
@@ -240,7 +249,8 @@ def write_raw(entries: list[Entry], settings: dict, machine: dict, out: Path) ->
         ],
     }
     (out / "benchmark.json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
-    cols = ["params", "gflops_ultralytics", "gflops_full", "pytorch_ms", "pytorch_ratio", "onnx_ms", "onnx_ratio"]
+    cols = ["params", "gflops_ultralytics", "gflops_full", "pytorch_ms", "pytorch_ratio"]
+    cols += ["pytorch_compiled_ms", "pytorch_compiled_ratio", "onnx_ms", "onnx_ratio"]
     cols += ["train_step_ms", "train_step_ratio"]
     with open(out / "benchmark.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
