@@ -39,14 +39,6 @@ def expected_rows() -> list[str]:
     return ["yolov8n", "yolov8n-cot", "yolo26n", *variants]
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    """The benchmark modes set PyTorch's thread count (one by default); give the rest of the suite its own back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory, tiny_data):
     """Run the benchmark command once over the selected models: 1 tiny epoch, 1 seed, 64 px everywhere."""
