@@ -171,12 +171,17 @@ def _ratios(samples: dict[str, list[list[float]]], name: str, scale: float = 1.0
     return [statistics.median(a) / statistics.median(b) / scale for a, b in zip(samples[name], samples[ref])]
 
 
+def feature_shape(scale: str, level: str, imgsz: int) -> tuple[int, int]:
+    """Channels and side of YOLOv8's feature map at `level` for model `scale` and an `imgsz` input."""
+    stride, c0 = LEVELS[level]
+    return int(c0 * WIDTHS[scale]), imgsz // stride
+
+
 def measure_level(args: argparse.Namespace, scale: str, level: str, names: list[str]) -> list[dict[str, Any]]:
     """Measure the reference conv and the operators `names` at one (scale, level); return one row per module."""
     import torch
 
-    stride, c0 = LEVELS[level]
-    c, s = int(c0 * WIDTHS[scale]), args.imgsz // stride
+    c, s = feature_shape(scale, level, args.imgsz)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, c, s, s, generator=g)
     grad = torch.randn(args.batch, c, s, s, generator=g)
@@ -251,8 +256,7 @@ def pointwise_paths(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for scale in args.scales:
         for level in args.levels:
-            stride, c0 = LEVELS[level]
-            c, s = int(c0 * WIDTHS[scale]), args.imgsz // stride
+            c, s = feature_shape(scale, level, args.imgsz)
             g = torch.Generator().manual_seed(0)
             x, w = torch.randn(args.batch, c, s, s, generator=g), torch.randn(c, c, 1, 1, generator=g)
             b = torch.zeros(c)
