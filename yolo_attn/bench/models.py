@@ -79,6 +79,16 @@ def _pytorch_fn(model, imgsz: int) -> Callable[[], Any]:
     return run
 
 
+def _guarded(entries: list[Entry], what: str, make: Callable[[Entry], Any]) -> dict[str, Any]:
+    """`make(entry)` by entry name, for the entries where it did not fail (a failure is recorded on its entry)."""
+    made = {}
+    for e in entries:
+        fn = guard(e, what, lambda e=e: make(e))
+        if fn is not None:
+            made[e.name] = fn
+    return made
+
+
 def _compiled_fn(model, imgsz: int) -> Callable[[], Any]:
     """`_pytorch_fn` of `torch.compile(model)` (Inductor, the default mode), compiled by one call before it returns."""
     import torch
@@ -234,12 +244,8 @@ def run(args: argparse.Namespace) -> list[Entry]:
 
     # 2b. PyTorch latency under torch.compile (Inductor, as Ultralytics' `compile=True`), compiled before timing.
     if args.compile:
-        compiled = {}
-        for e in entries:
-            if e.name in fused:
-                fn = guard(e, "torch.compile", lambda m=fused[e.name]: _compiled_fn(m, args.imgsz_latency))
-                if fn is not None:
-                    compiled[e.name] = fn
+        built = [e for e in entries if e.name in fused]
+        compiled = _guarded(built, "torch.compile", lambda e, m=fused: _compiled_fn(m[e.name], args.imgsz_latency))
         print(f"benchmark: torch.compile done ({time.perf_counter() - t0:.0f}s)", flush=True)
         samples = interleaved(compiled, args.rounds, args.runs, args.warmup, "PyTorch compiled latency")
         _summarise(samples, entries, "pytorch_compiled")
@@ -262,11 +268,7 @@ def run(args: argparse.Namespace) -> list[Entry]:
             del fns
 
     # 4. Training-step time.
-    steps = {}
-    for e in entries:
-        fn = guard(e, "train step", lambda e=e: _train_step_fn(e, args.step_batch, args.imgsz_step))
-        if fn is not None:
-            steps[e.name] = fn
+    steps = _guarded(entries, "train step", lambda e: _train_step_fn(e, args.step_batch, args.imgsz_step))
     samples = interleaved(steps, args.step_rounds, args.step_runs, 1, "training step")
     _summarise(samples, entries, "train_step")
     del steps
