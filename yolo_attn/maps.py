@@ -55,6 +55,7 @@ class AttentionMap:
         map (np.ndarray): (H, W) float32 in [0, 1] at the original image's resolution, min-max normalised.
         raw (np.ndarray): (h, w) float32, the unnormalised map at feature resolution (letterbox padding included).
         uniform (bool): The raw map has no contrast (e.g. an identity-start layer); `map` is then all zeros.
+        range (tuple[float, float]): (min, max) of the raw map over the image, what 0 and 1 of `map` stand for.
     """
 
     index: int
@@ -63,6 +64,7 @@ class AttentionMap:
     map: np.ndarray
     raw: np.ndarray
     uniform: bool
+    range: tuple
 
     @property
     def key(self) -> tuple:
@@ -340,7 +342,8 @@ def attention_maps(
     for i, name, raw in raws:
         full = _to_image(raw, x.shape[2:], crop, out_size)
         norm, flat = _normalise(full)
-        maps.append(AttentionMap(i, name, tuple(raw.shape), norm, raw.cpu().numpy(), flat))
+        span = (float(full.min()), float(full.max()))
+        maps.append(AttentionMap(i, name, tuple(raw.shape), norm, raw.cpu().numpy(), flat, span))
     return maps
 
 
