@@ -143,8 +143,11 @@ def test_coord_att_layer_scale_keeps_the_shape_of_the_map():
     np.testing.assert_allclose(maps[0].map, maps[1].map, atol=5e-3)
 
 
-def test_blocks_give_one_map_per_inner_cot_and_third_party_layers_the_generic_map():
-    """C2f_CoT / C3k2_CoT: one map per inner CoTAttention; a layer named by `include` gets ||y − x|| / ||x||."""
+def test_blocks_give_one_map_per_inner_cot_and_third_party_layers_the_generic_map(monkeypatch):
+    """C2f_CoT / C3k2_CoT: one map per inner CoTAttention; a third-party operator in the plugin's table gets
+    ||y − x|| / ||x||, and a layer that defines `attention_map` (here one picked by index) supplies its own."""
+    import yolo_attn.maps
+
     torch.manual_seed(7)
 
     class Shift(nn.Module):  # a stand-in third-party operator: changes its input by 1 on the right half only
@@ -153,19 +156,32 @@ def test_blocks_give_one_map_per_inner_cot_and_third_party_layers_the_generic_ma
             y[..., x.shape[-1] // 2 :] += 1
             return y
 
-    net = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), C2f_CoT(32, 32, n=2), C3k2_CoT(32, 32, c3k=True), Shift())
-    maps = attention_maps(net, image(64, 64), imgsz=64, include=["Shift"])
+    class OwnMap(nn.Module):  # a layer that knows its own map: the first channel of its output
+        def forward(self, x):
+            return x
+
+        def attention_map(self, x, y):
+            return y[:, 0]
+
+    monkeypatch.setattr(yolo_attn.maps, "_registered_names", lambda: {"CoordAtt", "Shift"})  # as if registered
+    stem = nn.Conv2d(3, 32, 3, 2, 1)
+    net = nn.Sequential(stem, C2f_CoT(32, 32, n=2), C3k2_CoT(32, 32, c3k=True), Shift(), OwnMap(), nn.Identity())
+    maps = attention_maps(net, image(64, 64), imgsz=64, include=[4])
     assert [m.key for m in maps] == [
         (1, "C2f_CoT.m.0.cv2"),
         (1, "C2f_CoT.m.1.cv2"),
         (2, "C3k2_CoT.m.0.m.0.cv2"),
         (2, "C3k2_CoT.m.0.m.1.cv2"),
         (3, "Shift"),
+        (4, "OwnMap"),
     ]
     for m in maps:
         assert m.map.shape == (64, 64) and m.map.dtype == np.float32 and 0 <= m.map.min() and m.map.max() <= 1
-    shift = maps[-1]
+    shift, own = maps[-2:]
     assert shift.raw[:, :16].max() == 0 and shift.raw[:, 16:].min() > 0  # changed exactly where it acts
+    with torch.no_grad():
+        y = net[:4].eval()(torch.from_numpy(image(64, 64)[..., ::-1].copy()).permute(2, 0, 1).float()[None] / 255)
+    np.testing.assert_allclose(own.raw, y[0, 0].numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_by_reference_yolo_model_maps_and_model_unchanged(tmp_path):

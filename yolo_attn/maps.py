@@ -174,6 +174,11 @@ def _probe_generic(m: nn.Module, hooks: list) -> Callable:
 PROBES = {CoordAtt: _probe_coord_att, CoTAttention: _probe_cot, AttnConv: _probe_attn_conv}
 
 
+def _probe(module: nn.Module, hooks: list) -> Callable:
+    """The probe of one of our operators (or a subclass of one)."""
+    return next(probe for cls, probe in PROBES.items() if isinstance(module, cls))(module, hooks)
+
+
 def _type_name(layer: nn.Module) -> str:
     """Class name of a layer as its YAML row names it (Ultralytics' `.type` holds the dotted path)."""
     name = getattr(layer, "type", None)  # outside a YOLO model this is nn.Module's `type()` method
@@ -202,13 +207,12 @@ def _attach(model: nn.Module, include: Iterable[int | str], hooks: list) -> list
     probes = []
     for i, layer in _layers(model):
         if isinstance(layer, OURS):
-            probes.append((i, type(layer).__name__, PROBES[type(layer)](layer, hooks)))
+            probes.append((i, type(layer).__name__, _probe(layer, hooks)))
             continue
         inner = [(path, sub) for path, sub in layer.named_modules() if path and isinstance(sub, OURS)]
         if inner:  # C2f_CoT, C3k2_CoT, ...: one map per operator inside the block
             for path, sub in inner:
-                probe = next(p for cls, p in PROBES.items() if isinstance(sub, cls))
-                probes.append((i, f"{_type_name(layer)}.{path}", probe(sub, hooks)))
+                probes.append((i, f"{_type_name(layer)}.{path}", _probe(sub, hooks)))
         elif _type_name(layer) in table or i in include:  # third-party operator: its own map or the generic one
             probes.append((i, _type_name(layer), _probe_generic(layer, hooks)))
     return probes
@@ -291,8 +295,9 @@ def _normalise(m: np.ndarray) -> tuple:
 
 
 def _stride(model: nn.Module) -> int:
+    """The model's largest stride, at least 32 (what Ultralytics' predictor pads to)."""
     s = getattr(model, "stride", None)
-    return max(int(s.max()) if isinstance(s, torch.Tensor) else int(s or 32), 32) if s is not None else 32
+    return max(int(s.max()) if isinstance(s, torch.Tensor) else int(s or 32), 32)
 
 
 # ------------------------------------------------------------------------------------------------------ public API
