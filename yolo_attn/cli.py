@@ -45,10 +45,11 @@ def _flow(value: object) -> str:
 
 
 def maps(args: list) -> list:
-    """`yolo-attn maps source=IMG_OR_DIR model=CKPT_OR_YAML [imgsz=640 project=runs/maps name=maps exist_ok=False]`.
+    """`yolo-attn maps source=IMG_OR_DIR model=CKPT_OR_YAML [imgsz=640 project=runs/maps name=maps include=...]`.
 
     Writes one PNG per image (the image and a heatmap panel per attention layer) into an Ultralytics-style run folder
-    (`runs/maps/maps`, `maps2`, ... under the current directory) and returns the written paths.
+    (`runs/maps/maps`, then `maps-2`, ... as Ultralytics numbers runs, under the current directory) and returns the
+    written paths. `include=C2PSA,9` also draws those layers (by class name or index) with the generic map.
     """
     from ultralytics.data.utils import IMG_FORMATS
     from ultralytics.utils.files import increment_path
@@ -56,7 +57,7 @@ def maps(args: list) -> list:
 
     from yolo_attn.maps import attention_maps, load_model, save_figure
 
-    allowed = {"source": None, "model": None, "imgsz": "640", "project": "runs/maps", "name": "maps", "exist_ok": ""}
+    allowed = dict(source="", model="", imgsz="640", project="runs/maps", name="maps", exist_ok="", include="")
     opts = dict(allowed)
     for token in args:
         key, sep, value = token.lstrip("-").partition("=")
@@ -71,15 +72,17 @@ def maps(args: list) -> list:
         raise SystemExit(f"yolo-attn maps: no image found at {source}")
     exist_ok = opts["exist_ok"].lower() in ("1", "true", "yes")
     out = increment_path(Path(opts["project"]) / opts["name"], exist_ok=exist_ok)
-    out.mkdir(parents=True, exist_ok=True)
+    include = [int(v) if v.isdigit() else v for v in opts["include"].split(",") if v]
     model, imgsz = load_model(opts["model"]), int(opts["imgsz"])
     written = []
     for image in images:
-        found = attention_maps(model, image, imgsz=imgsz)
+        found = attention_maps(model, image, imgsz=imgsz, include=include)
         if not found:
             raise SystemExit(f"yolo-attn maps: {opts['model']} has no attention layer to draw")
+        out.mkdir(parents=True, exist_ok=True)
         written.append(save_figure(found, imread(str(image)), out / f"{image.stem}.png", title=image.name))
-    print(f"{len(written)} attention map{'s' * (len(written) != 1)} ({len(found)} layers each) saved to {out}")
+    n = len(written)
+    print(f"{len(found)} attention layers drawn on {n} image{'s' * (n != 1)}, {n} PNG{'s' * (n != 1)} saved to {out}")
     return written
 
 
@@ -93,7 +96,9 @@ def main(argv: Optional[list] = None) -> None:
     draw = commands.add_parser(
         "maps", help="draw each attention layer's map over images: source=IMG_OR_DIR model=CKPT_OR_YAML [imgsz= ...]"
     )
-    draw.add_argument("args", nargs="*", help="source=, model=, imgsz=640, project=runs/maps, name=maps, exist_ok=")
+    draw.add_argument(
+        "args", nargs="*", help="source=, model=, imgsz=640, project=runs/maps, name=maps, exist_ok=, include=C2PSA,9"
+    )
     draw.add_argument("--source", help="image or folder (same as source=)")
     draw.add_argument("--model", help="checkpoint or model YAML (same as model=)")
     args = parser.parse_args(argv)
