@@ -1,6 +1,7 @@
 """Attention maps (`yolo_attn.attention_maps`, `yolo-attn maps`): known answers from the operators' equations, shapes
 and ranges for every operator, the model left untouched, and the command writing its PNGs."""
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -231,21 +232,28 @@ def test_letterbox_padding_is_cut_off():
     assert m.map.shape == (30, 64) and m.feature_size == (32, 64)
 
 
-def test_cli_writes_one_png_per_image(tmp_path, tiny_data):
+def test_cli_writes_one_png_per_image(tmp_path, tiny_data, monkeypatch, capsys):
     """From an empty directory `yolo-attn maps source=DIR model=YAML` writes a PNG per image into runs/maps/maps, and
-    says so."""
+    says so; a second run (in-process, with --model/--source) writes into a new run folder."""
     from ultralytics.utils import DATASETS_DIR
 
-    src = DATASETS_DIR / "synth-shapes-tiny" / "images" / "val"
-    images = sorted(src.glob("*.jpg")) or sorted(src.iterdir())
+    from yolo_attn.cli import main
+
+    src = tmp_path / "images"  # two of the tiny data set's images, plus a file that is not an image
+    src.mkdir()
+    for image in sorted((DATASETS_DIR / "synth-shapes-tiny" / "images" / "val").iterdir())[:2]:
+        shutil.copy(image, src)
+    (src / "notes.txt").write_text("not an image")
+    images = sorted(src.glob("*.jpg"))
     cwd = tmp_path / "empty"
     cwd.mkdir()
     proc = run([YOLO_ATTN_BIN, "maps", f"source={src}", "model=yolov8n-ca.yaml", "imgsz=128"], cwd=cwd)
     out = cwd / "runs" / "maps" / "maps"
     assert proc.stdout.strip().endswith(f"saved to {Path('runs', 'maps', 'maps')}")
-    assert sorted(p.stem for p in out.glob("*.png")) == sorted(p.stem for p in images)
-    # A second run goes to a new folder, numbered as Ultralytics numbers its runs (maps-2 in 8.4, maps2 before).
-    proc = run([YOLO_ATTN_BIN, "maps", "--model", "yolov8n-ca.yaml", "--source", images[0], "imgsz=64"], cwd=cwd)
-    second = cwd / proc.stdout.strip().splitlines()[-1].rsplit(" saved to ", 1)[1]
+    assert len(images) == 2 and sorted(p.stem for p in out.iterdir()) == [p.stem for p in images]
+    # Numbered as Ultralytics numbers its runs (maps-2 in 8.4, maps2 before).
+    monkeypatch.chdir(cwd)
+    main(["maps", "--model", "yolov8n-ca.yaml", "--source", str(images[0]), "imgsz=64"])
+    second = cwd / capsys.readouterr().out.strip().splitlines()[-1].rsplit(" saved to ", 1)[1]
     assert second.parent == out.parent and second != out
     assert (second / f"{images[0].stem}.png").stat().st_size > 1000
