@@ -16,6 +16,8 @@ _LAZY = {
     "C2f_CoT": "yolo_attn.cot",
     "C3k2_CoT": "yolo_attn.cot",
     "AttnConv": "yolo_attn.attn_conv",
+    "attention_maps": "yolo_attn.maps",
+    "AttentionMap": "yolo_attn.maps",
     "register": "yolo_attn.registry",
     "unregister": "yolo_attn.registry",
 }

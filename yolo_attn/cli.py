@@ -44,6 +44,48 @@ def _flow(value: object) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
 
 
+def maps(args: list) -> list:
+    """`yolo-attn maps source=IMG_OR_DIR model=CKPT_OR_YAML [imgsz=640 project=runs/maps name=maps include=...]`.
+
+    Writes one PNG per image (the image and a heatmap panel per attention layer) into an Ultralytics-style run folder
+    (`runs/maps/maps`, then `maps-2`, ... as Ultralytics numbers runs, under the current directory) and returns the
+    written paths. `include=C2PSA,9` also draws those layers (by class name or index) with the generic map.
+    """
+    from ultralytics.data.utils import IMG_FORMATS
+    from ultralytics.utils.files import increment_path
+    from ultralytics.utils.patches import imread
+
+    from yolo_attn.maps import attention_maps, load_model, save_figure
+
+    allowed = dict(source="", model="", imgsz="640", project="runs/maps", name="maps", exist_ok="", include="")
+    opts = dict(allowed)
+    for token in args:
+        key, sep, value = token.lstrip("-").partition("=")
+        if not sep or key not in allowed:
+            raise SystemExit(f"yolo-attn maps: expected key=value with key in {sorted(allowed)}, got {token!r}")
+        opts[key] = value
+    if not opts["source"] or not opts["model"]:
+        raise SystemExit("yolo-attn maps: give source=IMAGE_OR_FOLDER and model=CHECKPOINT_OR_YAML")
+    source = Path(opts["source"])
+    images = sorted(p for p in source.iterdir() if p.suffix[1:].lower() in IMG_FORMATS) if source.is_dir() else [source]
+    if not images or not images[0].exists():
+        raise SystemExit(f"yolo-attn maps: no image found at {source}")
+    exist_ok = opts["exist_ok"].lower() in ("1", "true", "yes")
+    out = increment_path(Path(opts["project"]) / opts["name"], exist_ok=exist_ok)
+    include = [int(v) if v.isdigit() else v for v in opts["include"].split(",") if v]
+    model, imgsz = load_model(opts["model"]), int(opts["imgsz"])
+    written = []
+    for image in images:
+        found = attention_maps(model, image, imgsz=imgsz, include=include)
+        if not found:
+            raise SystemExit(f"yolo-attn maps: {opts['model']} has no attention layer to draw")
+        out.mkdir(parents=True, exist_ok=True)
+        written.append(save_figure(found, imread(str(image)), out / f"{image.stem}.png", title=image.name))
+    n = len(written)
+    print(f"{len(found)} attention layers drawn on {n} image{'s' * (n != 1)}, {n} PNG{'s' * (n != 1)} saved to {out}")
+    return written
+
+
 def main(argv: Optional[list] = None) -> None:
     """Run the `yolo-attn` command."""
     parser = argparse.ArgumentParser(prog="yolo-attn", description=__doc__.split("\n")[0])
@@ -51,7 +93,18 @@ def main(argv: Optional[list] = None) -> None:
     expand = commands.add_parser("expand", help="print (or write) a model YAML expanded as Ultralytics builds it")
     expand.add_argument("model", help="model YAML name or path, e.g. yolo26n-cot.yaml")
     expand.add_argument("-o", "--out", help="write the YAML to this file instead of printing it")
+    draw = commands.add_parser(
+        "maps", help="draw each attention layer's map over images: source=IMG_OR_DIR model=CKPT_OR_YAML [imgsz= ...]"
+    )
+    draw.add_argument(
+        "args", nargs="*", help="source=, model=, imgsz=640, project=runs/maps, name=maps, exist_ok=, include=C2PSA,9"
+    )
+    draw.add_argument("--source", help="image or folder (same as source=)")
+    draw.add_argument("--model", help="checkpoint or model YAML (same as model=)")
     args = parser.parse_args(argv)
+    if args.command == "maps":
+        maps([*args.args, *(f"{k}={v}" for k in ("source", "model") if (v := getattr(args, k)))])
+        return
     text = expanded_yaml(args.model)
     if args.out:
         Path(args.out).write_text(text)
