@@ -628,32 +628,38 @@ def build(root: str | Path, params: dict, write, force: bool = False) -> Path:
         TimeoutError: Another process held the lock longer than the timeout, naming the lock file.
     """
     root = Path(root)
-    if not force and check(root, params) is None:
+    problem = "a rebuild was asked for" if force else check(root, params)
+    if problem is None:
         return root
-    with folder_lock(root):
-        problem = "a rebuild was asked for" if force else check(root, params)
-        if problem is None:  # another process built it while we waited
-            return root
-        if problem.startswith("not built"):
-            _log.info(f"synth-shapes: building {root.name} ({_describe(params)}) in {root}")
-        else:
-            _log.warning(f"synth-shapes: data set {root.name} in {root}: {problem}; rebuilding it")
-        try:
-            (root / MARKER).unlink(missing_ok=True)
-            folders = write(root, params)
-            _step()
-            record = {"generator": "yolo_attn synth_shapes", "version": VERSION, **params, "names": CLASS_NAMES}
-            record["folders"] = {f: _listing(root / f) for f in folders}
-            write_file(root / f".{MARKER}.partial", (json.dumps(record, indent=1) + "\n").encode())
-            os.replace(root / f".{MARKER}.partial", root / MARKER)
-        except OSError as e:
-            _remove_partials(root)  # frees the space a full disk needs
-            raise OSError(
-                e.errno,
-                f"synth-shapes: cannot build data set {root.name} in {root}: {e.strerror or e}"
-                + (f" ({e.filename})" if e.filename else "")
-                + "; free space or make the folder writable, or set Ultralytics' datasets_dir to another folder",
-            ) from e
+    try:
+        with folder_lock(root):
+            problem = "a rebuild was asked for" if force else check(root, params)
+            if problem is None:  # another process built it while we waited
+                return root
+            if problem.startswith("not built"):
+                _log.info(f"synth-shapes: building {root.name} ({_describe(params)}) in {root}")
+            else:
+                _log.warning(f"synth-shapes: data set {root.name} in {root}: {problem}; rebuilding it")
+            try:
+                (root / MARKER).unlink(missing_ok=True)
+                folders = write(root, params)
+                _step()
+                record = {"generator": "yolo_attn synth_shapes", "version": VERSION, **params, "names": CLASS_NAMES}
+                record["folders"] = {f: _listing(root / f) for f in folders}
+                write_file(root / f".{MARKER}.partial", (json.dumps(record, indent=1) + "\n").encode())
+                os.replace(root / f".{MARKER}.partial", root / MARKER)
+            except BaseException:
+                _remove_partials(root)  # frees the space a full disk needs
+                raise
+    except TimeoutError:
+        raise
+    except OSError as e:  # cannot write: read-only, full disk, no permission
+        raise OSError(
+            e.errno,
+            f"synth-shapes: cannot build data set {root.name} in {root} ({problem}): {e.strerror or e}"
+            + (f" ({e.filename})" if e.filename else "")
+            + "; free space or make the folder writable, or set Ultralytics' datasets_dir to another folder",
+        ) from e
     problem = check(root, params)
     if problem is not None:  # e.g. files deleted while it was being built
         raise RuntimeError(f"synth-shapes: data set {root.name} in {root} is damaged right after its build: {problem}")
@@ -721,13 +727,12 @@ def folder_lock(root: Path, timeout: float | None = None):
     while True:
         try:
             root.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except PermissionError:  # another user's lock file: flock needs no write access (no pid noted then)
+                fd = os.open(path, os.O_RDONLY)
         except OSError as e:
-            raise OSError(
-                e.errno,
-                f"synth-shapes: cannot build data set {root.name} in {root}: cannot create its lock file {path}: "
-                f"{e.strerror or e}; make the folder writable, or set Ultralytics' datasets_dir to another folder",
-            ) from e
+            raise OSError(e.errno, f"cannot create the lock file: {e.strerror or e}", str(path)) from e
         try:
             while not _try_lock(fd):
                 holder = _read_pid(fd)
@@ -745,8 +750,9 @@ def folder_lock(root: Path, timeout: float | None = None):
             except FileNotFoundError:
                 same = False
             if same:
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
+                with contextlib.suppress(OSError):  # who holds it, for the message of a process that times out
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())
                 break
         except BaseException:
             os.close(fd)
