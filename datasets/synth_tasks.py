@@ -220,7 +220,8 @@ def _write(root: Path, params: dict) -> list[str]:
 
     Detection layout: each split's ``images`` and ``labels`` folders, ``images/val`` last (Ultralytics' sign of a
     finished set). Classify: the whole set in ``.<set>.partial`` next to ``root``, renamed to ``root`` at the end,
-    since Ultralytics takes any existing classification folder for a finished set.
+    since Ultralytics takes any existing classification folder for a finished set (on a rebuild its splits replace
+    those in ``root``).
     """
     task, imgsz, seed = params["task"], params["imgsz"], params["seed"]
     stage = synth_shapes.fresh_dir(root.with_name(f".{root.name}.partial")) if task == "classify" else None
@@ -245,9 +246,14 @@ def _write(root: Path, params: dict) -> list[str]:
         if task != "classify":
             synth_shapes.commit_split(root, split, parts)
     if task == "classify":
-        if root.exists():
-            shutil.rmtree(root)
-        stage.rename(root)
+        if root.exists():  # a rebuild: replace the splits (anything else in the folder stays)
+            for split in ("train", "val"):
+                if (root / split).exists():
+                    shutil.rmtree(root / split)
+                (stage / split).rename(root / split)
+            stage.rmdir()
+        else:
+            stage.rename(root)
         synth_shapes._step()
         return ["train", "val"]
     return [f"{kind}/{split}" for split in ("train", "val") for kind in ("images", "labels")]
