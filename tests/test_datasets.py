@@ -211,7 +211,7 @@ def test_dataset_yaml_contents(yaml_file):
     assert data["names"] == dict(enumerate(ss.CLASS_NAMES))
     assert not Path(data["path"]).is_absolute()
     assert set(data["synth"]) == {"n_train", "n_val", "imgsz", "seed"}
-    assert "generate(" in data["download"] and "http" not in data["download"]
+    assert "ensure(" in data["download"] and "http" not in data["download"]
 
 
 # ------------------------------------------------------------------------------------ segment / pose / OBB / classify
@@ -408,5 +408,5 @@ def test_task_dataset_yaml_contents(yaml_file):
     )
     assert data["names"] == base["names"] and data["path"] == yaml_file[:-5]
     assert {k: v for k, v in data["synth"].items() if k != "task"} == base["synth"]  # same scenes as detection
-    assert data["synth"]["task"] in st.TASKS and "synth_tasks.generate(" in data["download"]
+    assert data["synth"]["task"] in st.TASKS and "synth_tasks.ensure(" in data["download"]
     assert "http" not in data["download"]
