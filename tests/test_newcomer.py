@@ -1,0 +1,85 @@
+"""What a newcomer hits first: a misspelled YAML key is an error naming both spellings, `yolo-attn expand` validates
+as the build does, and the plugin's commands print a user's mistake as one line (exit 2) without a traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ultralytics
+from ultralytics import YOLO
+from ultralytics.utils import YAML
+
+from yolo_attn.yamlkeys import PLUGIN_KEYS, ULTRALYTICS_KEYS, UnknownKeyError
+
+YOLO_ATTN_BIN = str(Path(sys.executable).with_name("yolo-attn"))
+YOLO_ATTN_BENCH_BIN = str(Path(sys.executable).with_name("yolo-attn-bench"))
+FULL_YAML = """nc: 3
+{extra}backbone:
+  - [-1, 1, Conv, [16, 3, 2]]
+  - [-1, 1, CoordAtt, [16{options}]]
+  - [-1, 1, Conv, [32, 3, 2]]
+head:
+  - [-1, 1, Classify, [nc]]
+"""
+
+
+def command(args: list, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "text, typo, meant",
+    [
+        ("base: yolo11.yaml\ninsrt:\n  - [6, CoTAttention, []]\n", "insrt", "insert"),
+        ("base: yolo11.yaml\nlayer_scal: 0.0\ninsert:\n  - [6, CoTAttention, []]\n", "layer_scal", "layer_scale"),
+        ("base: yolo11.yaml\nnc: 3\nreplce:\n  - [2, C3k2_CoT]\n", "replce", "replace"),
+        (FULL_YAML.format(extra="widht_multiple: 0.5\n", options=""), "widht_multiple", "width_multiple"),
+    ],
+    ids=["insrt", "layer_scal", "replce", "full-yaml"],
+)
+def test_misspelled_key_of_a_plugin_yaml_names_both_spellings(tmp_path, text, typo, meant):
+    (tmp_path / "typo.yaml").write_text(text)
+    with pytest.raises(UnknownKeyError, match=rf"'{typo}'.*did you mean '{meant}'"):
+        YOLO(str(tmp_path / "typo.yaml"))
+
+
+def test_stock_yaml_keeps_ultralytics_behaviour_for_unknown_keys(tmp_path):
+    stock = FULL_YAML.format(extra="my_note: anything\n", options="").replace("CoordAtt, [16]", "Conv, [16, 3, 1]")
+    (tmp_path / "stock.yaml").write_text(stock)
+    assert YOLO(str(tmp_path / "stock.yaml")).task == "classify"
+
+
+def test_every_key_of_the_stock_and_shipped_yamls_is_known():
+    """A key that Ultralytics' own YAMLs (or the plugin's) use must never be reported as unknown."""
+    root = Path(ultralytics.__file__).parent / "cfg" / "models"
+    shipped = Path(__file__).parents[1] / "model_yamls"
+    keys = {key for path in [*root.rglob("*.yaml"), *shipped.glob("*.yaml")] for key in YAML.load(path)}
+    assert keys - {"scale", "yaml_file"} <= set(ULTRALYTICS_KEYS + PLUGIN_KEYS)  # the two added by the loader
+
+
+def test_expand_reports_a_wrong_option_in_one_line_and_exit_2(tmp_path):
+    (tmp_path / "bad.yaml").write_text('base: yolo11n.yaml\ninsert:\n  - [6, CoTAttention, {kernel_size: "three"}]\n')
+    proc = command([YOLO_ATTN_BIN, "expand", "bad.yaml"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("yolo-attn: error:")]
+    assert len(errors) == 1 and "kernel_size='three'" in errors[0] and "CoTAttention" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    proc = command([YOLO_ATTN_BIN, "expand", "bad.yaml", "--traceback"], tmp_path)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "LayerError" in proc.stderr
+
+
+def test_expand_validates_rows_the_parser_would_reject(tmp_path):
+    """A forward `from` in a full YAML: `expand` fails as the build fails, naming the layer."""
+    text = FULL_YAML.format(extra="", options="").replace("[-1, 1, Conv, [32, 3, 2]]", "[3, 1, Conv, [32, 3, 2]]")
+    (tmp_path / "forward.yaml").write_text(text)
+    proc = command([YOLO_ATTN_BIN, "expand", "forward.yaml"], tmp_path)
+    assert proc.returncode == 2 and "layer 2" in proc.stderr and "'from' index 3" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bench_reports_a_missing_file_in_one_line(tmp_path):
+    proc = command([YOLO_ATTN_BENCH_BIN, "finetune", "--data", "no-such-data.yaml", "--out", tmp_path], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "yolo-attn-bench: error:" in proc.stderr and "no-such-data.yaml" in proc.stderr
+    assert "Traceback" not in proc.stderr
