@@ -98,7 +98,9 @@ def _report(source: nn.Module, target: nn.Module, layer_map: list) -> None:
     if inserted:
         parts.append(f"{len(inserted)} of the inserted layers {_layers(inserted)} (new)")
     if twins:
-        parts.append(f"{len(twins)} of the CoT twins of stock layers {_layers(twins, layer_map)} (CoT in place of bottleneck convs)")
+        parts.append(
+            f"{len(twins)} of the CoT twins of stock layers {_layers(twins, layer_map)} (bottlenecks with CoT)"
+        )
     if classes:
         parts.append(
             f"{len(classes)} of the head's class outputs (the weights have nc={source_nc}, this model nc={nc}): "
