@@ -2,9 +2,11 @@
 as the build does, and the plugin's commands print a user's mistake as one line (exit 2) without a traceback."""
 
 import logging
+import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,51 @@ def test_transfer_across_scales_counts_the_complement_of_n_of_m():
     inserted = int(re.search(r"(\d+) of the inserted layers", ours[0]).group(1))
     missing = int(re.search(r"\((\d+) items of another shape\)", ours[1]).group(1))
     assert inserted + missing == m - n and "did not (fully) transfer" in ours[1], ours
+
+
+def export_warnings(model: str) -> set:
+    """Export `model` to ONNX at 64 px; return the (category, file, line) of every warning raised meanwhile."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        YOLO(model).export(format="onnx", imgsz=64)
+    return {(w.category.__name__, Path(w.filename).name, w.lineno) for w in caught}
+
+
+def test_plugin_onnx_export_warns_no_more_than_stock(tmp_path, monkeypatch):
+    """CoT (also as a C3k2 twin), AttnConv and CoordAtt export with the warnings a stock export gives, no others."""
+    pytest.importorskip("onnx")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "yolo11n-all.yaml").write_text(
+        "base: yolo11n.yaml\ninsert:\n  - [4, CoordAtt, []]\n  - [6, CoTAttention, []]\n  - [16, AttnConv, []]\n"
+        "replace:\n  - [8, C3k2_CoT]\n"
+    )
+    stock = export_warnings("yolo11n.yaml")
+    plugin = export_warnings(str(tmp_path / "yolo11n-all.yaml"))
+    assert plugin <= stock, f"only in the plugin's export: {plugin - stock}"
+
+
+def test_import_name_installs_as_the_distribution():
+    """Ultralytics auto-installs a checkpoint's missing module by its import name (`yolo_attn`); pip normalises that
+    to the distribution `yolo-attn`, so publishing this project under its name makes that install fetch the plugin."""
+    from packaging.utils import canonicalize_name
+
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    name = re.search(r'^name = "([^"]+)"', pyproject, re.M).group(1)
+    assert canonicalize_name("yolo_attn") == canonicalize_name(name)
+
+
+@pytest.mark.exhaustive  # two fresh interpreters importing Ultralytics: ~20 s idle, over a minute on a loaded machine
+def test_checkpoint_where_the_plugin_is_not_installed(tmp_path):
+    """Without the plugin (`python -S`: no .pth, so neither the hook nor the editable install), Ultralytics announces
+    an auto-install of 'yolo_attn'; under ULTRALYTICS_SAFE_LOAD=1 it installs nothing (offline here either way)."""
+    torch.save({"model": YOLO("yolo11n-ca.yaml").model, "train_args": {}}, tmp_path / "ca.pt")
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    code = f"import sys; sys.path.append({site!r}); from ultralytics import YOLO; YOLO('ca.pt')"
+    logs = {}
+    for safe in ("0", "1"):
+        env = {**os.environ, "ULTRALYTICS_SAFE_LOAD": safe, "YOLO_AUTOINSTALL": "1", "YOLO_OFFLINE": "1"}
+        proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode != 0
+        logs[safe] = proc.stdout + proc.stderr
+    assert "AutoInstall will run now for 'yolo_attn'" in logs["0"]
+    assert "AutoInstall" not in logs["1"] and "references types outside" in logs["1"], logs["1"]
