@@ -195,3 +195,75 @@ def test_checkpoint_where_the_plugin_is_not_installed(tmp_path):
         logs[safe] = proc.stdout + proc.stderr
     assert "AutoInstall will run now for 'yolo_attn'" in logs["0"]
     assert "AutoInstall" not in logs["1"] and "references types outside" in logs["1"], logs["1"]
+
+
+def finetune_entries(stock_maps: list, variant_maps: list, map0: float) -> list:
+    from yolo_attn.bench.zoo import Entry
+
+    results = [
+        {"map0": map0, "map_seeds": maps, "map50_seeds": [m + 0.2 for m in maps]} for maps in (stock_maps, variant_maps)
+    ]
+    return [
+        Entry("yolov8n", "", "yolov8", True, results=results[0]),
+        Entry("yolov8n-ca", "", "yolov8", False, results=results[1]),
+    ]
+
+
+def finetune_settings(seeds: int) -> dict:
+    return {"machine": "Machine: test", "started": "now", "minutes": 1.0, "weights": "w.pt", "pretraining": "given",
+            "epochs": 1, "imgsz": 128, "batch": 16, "seeds": seeds, "data": "d.yaml"}  # fmt: skip
+
+
+@pytest.fixture()
+def agg_backend():
+    """The report switches matplotlib to Agg; restore the backend afterwards."""
+    matplotlib = pytest.importorskip("matplotlib")
+    backend = matplotlib.get_backend()
+    yield
+    matplotlib.use(backend)
+
+
+def test_finetune_report_with_one_seed_gives_no_verdict(tmp_path, agg_backend):
+    from yolo_attn.bench.finetune import write_report
+
+    write_report(finetune_entries([0.30], [0.32], 0.25), finetune_settings(1), tmp_path)
+    table = [line for line in (tmp_path / "finetune.md").read_text().splitlines() if line.startswith("| yolov8n-ca")]
+    assert "+0.0200 (1 seed: no band, no verdict)" in table[0]
+    assert not any(word in table[0] for word in ("better", "worse", "inside", "nan"))
+    write_report(finetune_entries([0.30, 0.31, 0.30], [0.40, 0.41, 0.40], 0.25), finetune_settings(3), tmp_path)
+    assert "better" in (tmp_path / "finetune.md").read_text()
+
+
+def test_finetune_report_says_when_the_stock_model_ranks_nothing(tmp_path, agg_backend):
+    from yolo_attn.bench.finetune import MIN_STOCK_MAP, write_report
+
+    write_report(finetune_entries([0.0, 0.001], [0.0, 0.002], 0.0), finetune_settings(2), tmp_path)
+    text = (tmp_path / "finetune.md").read_text()
+    assert f"below {MIN_STOCK_MAP}" in text and text.index("not learnt") < text.index("| model |")
+    write_report(finetune_entries([0.3, 0.31], [0.3, 0.32], 0.3), finetune_settings(2), tmp_path)
+    assert "not learnt" not in (tmp_path / "finetune.md").read_text()
+
+
+def test_finetune_chart_title_pluralises():
+    from yolo_attn.bench.finetune import chart_title
+
+    assert "1 epoch " in chart_title(finetune_settings(1)) and "1 seed" in chart_title(finetune_settings(1))
+    assert "3 seeds" in chart_title({**finetune_settings(3), "epochs": 3}) and "3 epochs" in chart_title(
+        {**finetune_settings(3), "epochs": 3}
+    )
+
+
+def test_finetune_quick_preset_fills_defaults_only():
+    import argparse
+
+    from yolo_attn.bench.finetune import PRESETS, add_arguments, apply_preset
+
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    args = ap.parse_args(["--preset", "quick", "--seeds", "4", "--family", "yolo11"])
+    apply_preset(args)
+    assert args.seeds == 4 and args.epochs == PRESETS["quick"]["epochs"] and args.imgsz == PRESETS["quick"]["imgsz"]
+    assert args.models == ["yolo11n-ca", "yolo11n-cot"]
+    plain = ap.parse_args([])
+    apply_preset(plain)
+    assert plain.epochs == ap.get_default("epochs") and plain.models is None

@@ -173,7 +173,9 @@ def write_report(entries: list[Entry], settings: dict, out: Path) -> None:
             for k, test in enumerate((noise_test, paired_test)):
                 deltas[k] = format_delta(*test(e.results["map_seeds"], stock.results["map_seeds"]), digits=4)
         name = f"**{e.name}**" if e is stock else e.name
-        cells = [name, f"{e.results['map0']:.4f}", f"{m50:.3f} ± {s50:.3f}", f"{m:.3f} ± {s:.3f}", *deltas]
+        spread = len(e.results["map_seeds"]) > 1  # one seed: no standard deviation
+        fine_tuned = [f"{m50:.3f} ± {s50:.3f}", f"{m:.3f} ± {s:.3f}"] if spread else [f"{m50:.3f}", f"{m:.3f}"]
+        cells = [name, f"{e.results['map0']:.4f}", *fine_tuned, *deltas]
         rows.append(f"| {' | '.join(cells)} |")
     note = rank_note(stock.results["map0"], mean_sd(stock.results["map_seeds"])[0])
     text = [
