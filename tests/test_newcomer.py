@@ -29,8 +29,8 @@ head:
 """
 
 
-def command(args: list, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
+def command(args: list, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize(
@@ -267,3 +267,17 @@ def test_finetune_quick_preset_fills_defaults_only():
     plain = ap.parse_args([])
     apply_preset(plain)
     assert plain.epochs == ap.get_default("epochs") and plain.models is None
+
+
+@pytest.mark.exhaustive  # the quick preset as a user runs it: about 5 min on 2 idle cores, plus building synth-shapes
+def test_finetune_quick_preset_end_to_end(tmp_path):
+    proc = command([YOLO_ATTN_BENCH_BIN, "finetune", "--preset", "quick", "--out", tmp_path], tmp_path, timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "pretraining epoch 1/5" in proc.stdout and "left)" in proc.stdout  # progress with an estimate
+    assert "[1/6]" in proc.stdout and "[6/6]" in proc.stdout  # 3 models x 2 seeds, one line per run
+    text = (tmp_path / "finetune.md").read_text()
+    assert [line.split("|")[1].strip(" *") for line in text.splitlines() if line.startswith("| yolov8n")] == [
+        "yolov8n",
+        "yolov8n-ca",
+        "yolov8n-cot",
+    ]
