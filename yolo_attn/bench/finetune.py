@@ -188,7 +188,7 @@ def write_report(entries: list[Entry], settings: dict, out: Path) -> None:
         *rows,
         "",
         f"- Stock weights: {settings['weights']} ({settings['pretraining']}).",
-        f"- Fine-tuning: {settings['epochs']} epochs at {settings['imgsz']} px, batch {settings['batch']}, "
+        f"- Fine-tuning: {_n(settings['epochs'], 'epoch')} at {settings['imgsz']} px, batch {settings['batch']}, "
         f"{', '.join(FINETUNE_RECIPE)}, seeds {list(range(settings['seeds']))} (`deterministic=True`), from the "
         "stock weights; the stock model itself is fine-tuned the same way. Mean ± sample standard deviation.",
         "- Variants start as the identity (`layer_scale: 0.0`) with every stock item transferred; epoch 0 is their "
