@@ -39,7 +39,7 @@ FINETUNE_RECIPE = ("optimizer=AdamW", "lr0=0.0005", "warmup_epochs=0", "amp=Fals
 # passes trivially (0 = 0) and fine-tuning differences are those of models that barely detect.
 MIN_STOCK_MAP = 0.05
 PRESETS = {  # --preset NAME: other defaults; an option given on the command line (with another value) wins
-    # About 5 min on 2 loaded cores (measured: see docs/finetune.md): a try-out of the pipeline, not a result.
+    # About 5 min on 2 idle cores (551 CPU s measured, docs/finetune-usage.md): a try-out of the pipeline.
     "quick": {
         "models": ["{family}n-ca", "{family}n-cot"],
         "pretrain_epochs": 5,
