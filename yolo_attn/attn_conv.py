@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from yolo_attn.layer_scale import layer_scale_parameter
+from yolo_attn.tracing import group_norm
 
 __all__ = ["AttnConv"]
 
@@ -154,7 +155,7 @@ class _ConvFFN(nn.Module):
         self.fc2 = nn.Conv2d(hidden, c, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fc2(self.dw(self.act(self.fc1(self.norm(x)))))
+        y = self.fc2(self.dw(self.act(self.fc1(group_norm(self.norm, x)))))
         return x + (y if self.gamma is None else self.gamma * y)
 
 
@@ -268,7 +269,7 @@ class AttnConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the layer to `x` of shape (B, C, H, W); any B and any H, W >= 1. Returns (B, C, H, W)."""
-        t = self.norm(x)
+        t = group_norm(self.norm, x)
         groups = [group(t) for group in self.local_groups]  # each (B, g·d, H, W)
         if self.global_group is not None:
             groups.append(self.global_group(t))  # (B, g·d, H, W)

@@ -6,10 +6,13 @@ its layer map; any other model YAML comes out as loaded. The output builds the s
 """
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Optional
 
 import yaml
+
+from yolo_attn.usererrors import FLAGS, HELP, run_command
 
 
 def expanded_yaml(model: str) -> str:
@@ -17,9 +20,11 @@ def expanded_yaml(model: str) -> str:
     from ultralytics.nn.tasks import yaml_model_load
 
     from yolo_attn.registry import register
+    from yolo_attn.validate import build_as_ultralytics
 
     register()
     d = yaml_model_load(model)
+    build_as_ultralytics(model)  # the same named errors as training would give, before anything is printed
     scale = d.pop("scale", "")
     d.pop("yaml_file", None)
     lines = [f"# {Path(model).name} as Ultralytics builds it (yolo-attn expand{f'; scale {scale}' if scale else ''})"]
@@ -86,9 +91,14 @@ def maps(args: list) -> list:
     return written
 
 
-def main(argv: Optional[list] = None) -> None:
-    """Run the `yolo-attn` command."""
+def main(argv: Optional[list] = None) -> int:
+    """Run the `yolo-attn` command; return its exit status (2 for a mistake in the YAML, printed as one line)."""
+    return run_command("yolo-attn", _main, argv)
+
+
+def _main(argv: list) -> None:
     parser = argparse.ArgumentParser(prog="yolo-attn", description=__doc__.split("\n")[0])
+    parser.add_argument(FLAGS[0], FLAGS[1], action="store_true", help=HELP)  # read by run_command
     commands = parser.add_subparsers(dest="command", required=True)
     expand = commands.add_parser("expand", help="print (or write) a model YAML expanded as Ultralytics builds it")
     expand.add_argument("model", help="model YAML name or path, e.g. yolo26n-cot.yaml")
@@ -114,4 +124,4 @@ def main(argv: Optional[list] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

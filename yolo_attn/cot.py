@@ -17,6 +17,7 @@ from ultralytics.nn.modules import C2f, C3k2, Conv
 from ultralytics.nn.modules.block import C3k, PSABlock
 
 from yolo_attn.layer_scale import layer_scale_parameter
+from yolo_attn.tracing import group_norm, zero_pad
 
 __all__ = ("CoTAttention", "CoTBottleneck", "C3k_CoT", "C2f_CoT", "C3k2_CoT", "PooledBatchNorm2d", "local_aggregate")
 
@@ -83,7 +84,7 @@ def _aggregate(v: torch.Tensor, attn: torch.Tensor, k: int) -> torch.Tensor:
     """
     p, g = k // 2, attn.shape[1]
     # Channel c = j * G + m uses map m: split C into (C / G, G) so the G maps broadcast over the leading axis.
-    vp = F.pad(v, (p, p, p, p)).unflatten(1, (-1, g))  # (B, C/G, G, H+2p, W+2p)
+    vp = zero_pad(v, p).unflatten(1, (-1, g))  # (B, C/G, G, H+2p, W+2p)
     a = attn.unsqueeze(1)  # (B, 1, G, k*k, H, W)
     out = a[:, :, :, 0] * vp[..., _shift(0, k), _shift(0, k)]  # (B, C/G, G, H, W)
     for d in range(1, k * k):
@@ -201,7 +202,7 @@ class CoTAttention(nn.Module):
             (torch.Tensor): Output, (B, C, H, W).
         """
         k1 = self.key(x)  # (B, C, H, W) static context
-        a = self.attn_norm(self.attn_expand(self.attn_reduce(torch.cat((x, k1), 1))))  # (B, k*k*C/8, H, W)
+        a = group_norm(self.attn_norm, self.attn_expand(self.attn_reduce(torch.cat((x, k1), 1))))  # (B, k*k*C/8, H, W)
         a = a.unflatten(1, (-1, self.kernel_size * self.kernel_size))  # (B, C/8, k*k, H, W)
         k2 = self.dyn_act(self.dyn_bn(local_aggregate(self.value(x), a, self.kernel_size)))  # (B, C, H, W) dynamic
         s = k1.mean((2, 3), keepdim=True) + k2.mean((2, 3), keepdim=True)  # (B, C, 1, 1) = mean_HW(K1 + K2)

@@ -29,6 +29,7 @@ from yolo_attn import autoload, transfer
 from yolo_attn.lookup import find_shipped
 from yolo_attn.reference import INSERTABLE, expand, is_reference, with_layer_map
 from yolo_attn.synth_data import build_offline
+from yolo_attn.yamlkeys import check_plugin_yaml
 
 _originals: dict[str, Callable] = {}  # patched Ultralytics function name -> original, non-empty while registered
 
@@ -382,6 +383,7 @@ def _yaml_activation(spec: Optional[str]) -> nn.Module:
 def _yaml_model_load(path):
     """Ultralytics' `yaml_model_load` that expands YAMLs written by reference and records plugin layer maps."""
     d = _originals["yaml_model_load"](path)
+    check_plugin_yaml(d, plugin_modules())  # a misspelled key (`insrt:`) would silently build another model
     if is_reference(d):
         expanded = expand(d, _yaml_model_load, plugin_modules())  # a base may itself be a plugin YAML
         d = {**expanded, "scale": d["scale"], "yaml_file": d["yaml_file"]}
