@@ -1,4 +1,6 @@
-"""`yolo-attn`: the plugin's own command line. `yolo-attn expand MODEL` prints a model YAML as Ultralytics builds it.
+"""`yolo-attn`: the plugin's own command line. `yolo-attn expand MODEL` prints a model YAML as Ultralytics builds it;
+`yolo-attn doctor` prints the versions, the registration state and the patch inventory with each check's result;
+`yolo-attn modules` lists the operator table (built-in, registered and entry-point modules).
 
 A YAML written by reference (`base:`/`insert:`/`replace:`) comes out expanded into ordinary Ultralytics rows, with
 its layer map; any other model YAML comes out as loaded. The output builds the same model when given back to
@@ -16,7 +18,7 @@ def expanded_yaml(model: str) -> str:
     """Return the YAML text of `model` (a name Ultralytics or the plugin finds, or a path) as the parser receives it."""
     from ultralytics.nn.tasks import yaml_model_load
 
-    from yolo_attn.registry import register
+    from yolo_attn.patches import register
 
     register()
     d = yaml_model_load(model)
@@ -44,6 +46,34 @@ def _flow(value: object) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
 
 
+def doctor() -> str:
+    """Return the `yolo-attn doctor` report (registration is attempted first, as `import ultralytics` would)."""
+    import ultralytics.nn.tasks  # noqa: F401  (the start-up hook registers on this import)
+
+    from yolo_attn import patches
+
+    patches.register_safely()
+    return patches.report() + "\n\n" + modules_table() + "\n"
+
+
+def modules_table() -> str:
+    """Return the operator table: YAML name, insertable by reference, twin, class and origin (entry points read)."""
+    from yolo_attn import operators
+
+    operators.scan_entry_points() if not operators._scanned else None
+    lines = ["modules (YAML name, insertable by reference, CSP twin of, class, origin):"]
+    for op in operators.rows():
+        if op.cls is None and op.error is None:
+            try:
+                operators.load(op.name)
+            except operators.RegistrationError:
+                pass
+        insertable = "error" if op.error else "yes" if op.keeps_channels else "no"
+        line = f"  {op.name:<16} {insertable:<6} {op.twin_of or '-':<8} {op.target:<36} {op.origin}"
+        lines.append(line + (f"\n      error: {op.error}" if op.error else ""))
+    return "\n".join(lines)
+
+
 def main(argv: Optional[list] = None) -> None:
     """Run the `yolo-attn` command."""
     parser = argparse.ArgumentParser(prog="yolo-attn", description=__doc__.split("\n")[0])
@@ -51,7 +81,12 @@ def main(argv: Optional[list] = None) -> None:
     expand = commands.add_parser("expand", help="print (or write) a model YAML expanded as Ultralytics builds it")
     expand.add_argument("model", help="model YAML name or path, e.g. yolo26n-cot.yaml")
     expand.add_argument("-o", "--out", help="write the YAML to this file instead of printing it")
+    commands.add_parser("doctor", help="print versions, registration state, the patch inventory and its checks")
+    commands.add_parser("modules", help="list the modules model YAMLs may name (built-in, registered, entry points)")
     args = parser.parse_args(argv)
+    if args.command in ("doctor", "modules"):
+        print(doctor() if args.command == "doctor" else modules_table())
+        return
     text = expanded_yaml(args.model)
     if args.out:
         Path(args.out).write_text(text)
