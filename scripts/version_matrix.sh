@@ -14,6 +14,7 @@ MATRIX_DIR="${MATRIX_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/yolo-attn-matrix.XXXXXX")
 FAST_TESTS="${FAST_TESTS:-tests/test_failsafe.py tests/test_registration.py tests/test_reference.py tests/test_transfer.py}"
 export YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export YOLO_CONFIG_DIR="$MATRIX_DIR/config"  # never the user's settings (releases before 8.4.115 reset them)
+mkdir -p "$YOLO_CONFIG_DIR"
 summary=()
 for v in "${VERSIONS[@]}"; do
   venv="$MATRIX_DIR/ultralytics-$v"

@@ -4,6 +4,8 @@ Subprocess tests break the internals a patch relies on (a missing function, a ch
 cannot import) and check that stock Ultralytics still works and a plugin YAML fails naming what went wrong.
 """
 
+import os
+import subprocess
 import sys
 import textwrap
 
@@ -68,6 +70,7 @@ def test_unregister_leaves_exactly_the_state_of_a_process_without_the_plugin(tmp
 
 
 def test_register_unregister_cycles_in_process_are_clean():
+    unregister()  # a fresh registration (rows other tests resolved in this process are no longer in the table)
     register()
     registered = _fingerprint()
     unregister()
@@ -236,3 +239,29 @@ def test_env_bool_reads_like_ultralytics(monkeypatch):
         assert compat.env_bool("YOLO_ATTN_TEST_FLAG") is expected
     monkeypatch.delenv("YOLO_ATTN_TEST_FLAG")
     assert compat.env_bool("YOLO_ATTN_TEST_FLAG", True) is True
+
+
+@pytest.mark.exhaustive
+def test_stock_yolo_train_works_when_registration_fails(tmp_path, tiny_data):
+    # sitecustomize runs in every interpreter of the `yolo` command, after the start-up hook: it changes the signature
+    # of a function the plugin wraps before Ultralytics' parser is imported, as a future release might.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import ultralytics.utils.downloads as d\n_download = d.download\n"
+        "def download(link, folder=None, *args, **kwargs):\n    return _download(link, folder, *args, **kwargs)\n"
+        "d.download = download\n"
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "ca.yaml").write_text(CA_YAML.read_text())
+    env = {"PYTHONPATH": str(site)}
+    yolo = str(tasks.Path(sys.executable).with_name("yolo"))
+    data = shipped_dir("datasets") / tiny_data  # by path: the plugin's lookup of shipped YAMLs is off
+    args = [f"data={data}", "imgsz=64", "epochs=1", "batch=8", "workers=0", "plots=False"]
+    out = run([yolo, "train", "model=yolov8n.yaml", *args, f"project={tmp_path / 'runs'}"], work, env)
+    assert "is not active" in out.stdout + out.stderr and "download" in out.stdout + out.stderr
+    proc = subprocess.run(
+        [yolo, "train", "model=ca.yaml", *args], cwd=work, env={**os.environ, **env}, text=True, capture_output=True
+    )
+    assert proc.returncode != 0 and "is not active, Ultralytics is left stock: download" in proc.stdout + proc.stderr
