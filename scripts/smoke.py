@@ -30,9 +30,9 @@ def step(name: str, args: list, cwd: Path, env: dict, expect_fail: str = "") -> 
 
 def main() -> int:
     """Run the smoke steps in a fresh temporary directory and return the exit status."""
-    import ultralytics
+    from importlib.metadata import version as installed
 
-    version = ultralytics.__version__
+    version = installed("ultralytics")  # not `import ultralytics`: it would read (and may reset) the user's settings
     root = Path(tempfile.mkdtemp(prefix="yolo_attn_smoke_"))
     (root / "config" / "Ultralytics").mkdir(parents=True)
     env = {
@@ -83,6 +83,16 @@ def main() -> int:
     results.append(
         step("yolo export format=onnx", [YOLO, "export", f"model={best}", "format=onnx", "imgsz=64"], work, env)
     )
+    if not version.startswith("8.3."):  # MuSGD (8.4+): before 8.4.108 it asserted 2-D on every ndim >= 2 parameter
+        (work / "my-layer-scale.yaml").write_text(PLUGIN_YAML + "layer_scale: 0.0\n")
+        results.append(
+            step(
+                "plugin YAML with layer_scale trains with optimizer=MuSGD",
+                [YOLO, "train", "model=my-layer-scale.yaml", *TRAIN, "optimizer=MuSGD", f"project={root / 'runs'}"],
+                work,
+                env,
+            )
+        )
     if version.startswith("8.3."):
         (work / "my-yolo26.yaml").write_text("base: yolo26n.yaml\ninsert:\n  - [4, CoordAtt, []]\n")
         results.append(
