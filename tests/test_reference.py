@@ -166,7 +166,7 @@ def test_layer_scale_reaches_every_attention_layer_and_row_args_win():
         ({"base": "yolo26.yaml", "insert": [[23, "CoordAtt", []]]}, ["insert[0]", "output layer (Detect)"]),
         ({"base": "yolo11-cls.yaml", "insert": [[10, "CoordAtt", []]]}, ["output layer (Classify)"]),
         ({"base": "yolo26.yaml", "insert": [[4, "CoTAtention", []]]}, ["unknown module 'CoTAtention'", "CoordAtt"]),
-        ({"base": "yolo26.yaml", "insert": [[4, "C3k2_CoT", []]]}, ["unknown module 'C3k2_CoT'"]),
+        ({"base": "yolo26.yaml", "insert": [[4, "C3k2_CoT", []]]}, ["C3k2_CoT does not keep its input's channel"]),
         ({"base": "yolo26.yaml", "insert": [[4, "CoordAtt", {"reduce": 4}]]}, ["no option reduce", "reduction"]),
         ({"base": "yolo26.yaml", "insert": [4, "CoordAtt"]}, ["insert[0] 4", "[after_layer, module, args]"]),
         ({"base": "yolo26.yaml", "replace": [[3, "C3k2_CoT"]]}, ["replace[0]", "layer 3", "Conv", "no plugin twin"]),

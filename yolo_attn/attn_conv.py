@@ -156,7 +156,7 @@ class _ConvFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.fc2(self.dw(self.act(self.fc1(group_norm(self.norm, x)))))
-        return x + (y if self.gamma is None else self.gamma * y)
+        return x + (y if self.gamma is None else self.gamma.view(-1, 1, 1) * y)
 
 
 class AttnConv(nn.Module):
@@ -275,7 +275,7 @@ class AttnConv(nn.Module):
             groups.append(self.global_group(t))  # (B, g·d, H, W)
         y = self.proj(torch.cat(groups, dim=1))  # (B, C, H, W)
         if self.gamma is not None:
-            y = self.gamma * y
+            y = self.gamma.view(-1, 1, 1) * y
         if self.shortcut:
             y = x + y
         if self.ffn is not None:

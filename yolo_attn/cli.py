@@ -1,4 +1,6 @@
-"""`yolo-attn`: the plugin's own command line. `yolo-attn expand MODEL` prints a model YAML as Ultralytics builds it.
+"""`yolo-attn`: the plugin's own command line. `yolo-attn expand MODEL` prints a model YAML as Ultralytics builds it;
+`yolo-attn doctor` prints the versions, the registration state and the patch inventory with each check's result;
+`yolo-attn modules` lists the operator table (built-in, registered and entry-point modules).
 
 A YAML written by reference (`base:`/`insert:`/`replace:`) comes out expanded into ordinary Ultralytics rows, with
 its layer map; any other model YAML comes out as loaded. The output builds the same model when given back to
@@ -19,7 +21,7 @@ def expanded_yaml(model: str) -> str:
     """Return the YAML text of `model` (a name Ultralytics or the plugin finds, or a path) as the parser receives it."""
     from ultralytics.nn.tasks import yaml_model_load
 
-    from yolo_attn.registry import register
+    from yolo_attn.patches import register
     from yolo_attn.validate import build_as_ultralytics
 
     register()
@@ -91,6 +93,34 @@ def maps(args: list) -> list:
     return written
 
 
+def doctor() -> str:
+    """Return the `yolo-attn doctor` report (registration is attempted first, as `import ultralytics` would)."""
+    import ultralytics.nn.tasks  # noqa: F401  (the start-up hook registers on this import)
+
+    from yolo_attn import patches
+
+    patches.register_safely()
+    return patches.report() + "\n\n" + modules_table() + "\n"
+
+
+def modules_table() -> str:
+    """Return the operator table: YAML name, insertable by reference, twin, class and origin (entry points read)."""
+    from yolo_attn import operators
+
+    operators.scan_entry_points() if not operators._scanned else None
+    lines = ["modules (YAML name, insertable by reference, CSP twin of, class, origin):"]
+    for op in operators.rows():
+        if op.cls is None and op.error is None:
+            try:
+                operators.load(op.name)
+            except operators.RegistrationError:
+                pass
+        insertable = "error" if op.error else "yes" if op.keeps_channels else "no"
+        line = f"  {op.name:<16} {insertable:<6} {op.twin_of or '-':<8} {op.target:<36} {op.origin}"
+        lines.append(line + (f"\n      error: {op.error}" if op.error else ""))
+    return "\n".join(lines)
+
+
 def main(argv: Optional[list] = None) -> int:
     """Run the `yolo-attn` command; return its exit status (2 for a mistake in the YAML, printed as one line)."""
     return run_command("yolo-attn", _main, argv)
@@ -111,7 +141,12 @@ def _main(argv: list) -> None:
     )
     draw.add_argument("--source", help="image or folder (same as source=)")
     draw.add_argument("--model", help="checkpoint or model YAML (same as model=)")
+    commands.add_parser("doctor", help="print versions, registration state, the patch inventory and its checks")
+    commands.add_parser("modules", help="list the modules model YAMLs may name (built-in, registered, entry points)")
     args = parser.parse_args(argv)
+    if args.command in ("doctor", "modules"):
+        print(doctor() if args.command == "doctor" else modules_table())
+        return
     if args.command == "maps":
         maps([*args.args, *(f"{k}={v}" for k in ("source", "model") if (v := getattr(args, k)))])
         return

@@ -209,7 +209,7 @@ class CoTAttention(nn.Module):
         z = self.se_expand(self.se_reduce(s))  # (B, 2C, 1, 1); channel 2c: dynamic logit, 2c + 1: static logit
         w_dyn, w_stat = z.unflatten(1, (-1, RADIX)).softmax(2).unbind(2)  # 2 x (B, C, 1, 1)
         if self.gamma is not None:
-            w_dyn, w_stat = self.gamma * w_dyn, self.gamma * w_stat
+            w_dyn, w_stat = self.gamma.view(-1, 1, 1) * w_dyn, self.gamma.view(-1, 1, 1) * w_stat
         # Two passes over (B, C, H, W) for [X +] a_stat * K1 + a_dyn * K2, with γ already in the (B, C, 1, 1) weights.
         y = torch.addcmul(x, w_stat, k1) if self.shortcut else w_stat * k1
         return y.addcmul_(w_dyn, k2)
@@ -319,7 +319,7 @@ class C3k2_CoT(C3k2):
         g: int = 1,
         shortcut: bool = True,
     ):
-        super().__init__(c1, c2, n, c3k, e, attn, g, shortcut)
+        C2f.__init__(self, c1, c2, n, shortcut, g, e)  # C3k2's own base call; C3k2's options differ by release
         self.m = nn.ModuleList(
             nn.Sequential(
                 CoTBottleneck(self.c, self.c, shortcut, g),

@@ -14,9 +14,9 @@ from typing import Callable, Optional
 from torch import nn
 from ultralytics.utils import LOGGER
 
-from yolo_attn.reference import TWINS, layer_map_of
-
-_original_load: list[Callable] = []  # BaseModel.load before patching; non-empty while patched
+from yolo_attn import operators
+from yolo_attn.layer_scale import flatten_gammas
+from yolo_attn.reference import layer_map_of
 
 
 def remap(source: nn.Module, layer_map: list) -> Optional[nn.Module]:
@@ -88,7 +88,7 @@ def _report(source: nn.Module, target: nn.Module, layer_map: list) -> None:
         i = int(key.split(".")[1])
         if layer_map[i] is None:
             inserted.append(key)
-        elif type(target.model[i]).__name__ in TWINS.values() and ".m." in key:
+        elif type(target.model[i]).__name__ in operators.twins().values() and ".m." in key:
             twins.append(key)
         elif i == head and nc != source_nc and dst[key].ndim and dst[key].shape[0] == nc:
             classes.append(key)
@@ -117,10 +117,23 @@ def _report(source: nn.Module, target: nn.Module, layer_map: list) -> None:
         )
 
 
-def load(self, weights, verbose: bool = True):
-    """Ultralytics' `BaseModel.load` that also transfers stock weights into plugin models across inserted layers."""
+def make_load(original: Callable) -> Callable:
+    """Return Ultralytics' `BaseModel.load` that also transfers stock weights into plugin models across insertions."""
+
+    def load(self, weights, verbose: bool = True):
+        """Ultralytics' `BaseModel.load` (wrapped by yolo_attn: stock weights follow the layer map)."""
+        return _load(original, self, weights, verbose)
+
+    load.__wrapped__ = original
+    return load
+
+
+def _load(original: Callable, self: nn.Module, weights, verbose: bool = True):
+    """Hand Ultralytics' `load` a view of the weights with their stock layers at this model's indices."""
     layer_map = layer_map_of(getattr(self, "yaml", None))
     source = (weights.get("ema") or weights["model"]) if isinstance(weights, dict) else weights
+    if isinstance(source, nn.Module):
+        flatten_gammas(source)  # checkpoints before 0.2 hold LayerScale γ as (C, 1, 1); the modules now hold (C,)
     view = remap(source, layer_map) if layer_map else None
     layers = getattr(source, "model", None)
     aligned = isinstance(layers, nn.Sequential) and len(layers) == len(self.model)  # source layers at our indices
@@ -130,20 +143,7 @@ def load(self, weights, verbose: bool = True):
             f"({sum(i is not None for i in layer_map)} layers) nor a variant of it; they transfer by key and shape "
             f"only, as in Ultralytics"
         )
-    result = _original_load[0](self, weights if view is None else view, verbose)
+    result = original(self, weights if view is None else view, verbose)
     if verbose and layer_map and (view is not None or aligned):
         _report(source if view is None else view, self, layer_map)
     return result
-
-
-def patch(base_model: type) -> None:
-    """Install the remapping `load` on Ultralytics' `BaseModel`. Idempotent."""
-    if not _original_load:
-        _original_load.append(base_model.load)
-        base_model.load = load
-
-
-def unpatch(base_model: type) -> None:
-    """Restore Ultralytics' own `BaseModel.load`."""
-    if _original_load:
-        base_model.load = _original_load.pop()
