@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import ultralytics
-from conftest import outputs, run
+from conftest import MODEL_CLASSES, STOCK_SAMPLE, outputs, run, sampled
 from ultralytics import YOLO
 from ultralytics.nn import tasks
 from ultralytics.utils import YAML
@@ -16,13 +16,7 @@ from yolo_attn.reference import INSERTABLE, MULTI_OUTPUT_MODULES, InsertionError
 from yolo_attn.registry import plugin_modules
 
 STOCK_YAMLS = sorted((Path(ultralytics.__file__).parent / "cfg" / "models").rglob("*.yaml"))
-MODEL_CLASSES = {
-    "detect": tasks.DetectionModel,
-    "segment": tasks.SegmentationModel,
-    "pose": tasks.PoseModel,
-    "obb": tasks.OBBModel,
-    "classify": tasks.ClassificationModel,
-}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def expanded(d: dict) -> dict:
@@ -58,16 +52,7 @@ def buildable(path: Path) -> dict:
     return d
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Build on one thread: many small builds, where a second thread gains little on 2 shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.mark.parametrize("path", STOCK_YAMLS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sampled(STOCK_YAMLS, STOCK_SAMPLE), ids=lambda p: p.name)
 def test_every_stock_model_takes_every_operator_after_each_stage(path):
     d = buildable(path)
     scales = list(d.get("scales") or [""])[:2]  # n and s where the model has scales
@@ -86,7 +71,7 @@ def test_every_stock_model_takes_every_operator_after_each_stage(path):
             assert all(torch.isfinite(t).all() for t in outputs(model(x)))
 
 
-@pytest.mark.parametrize("path", STOCK_YAMLS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sampled(STOCK_YAMLS, STOCK_SAMPLE), ids=lambda p: p.name)
 def test_no_insertion_is_stock(path):
     d = buildable(path)
     scale = next(iter(d.get("scales") or [""]))

@@ -1,32 +1,18 @@
 """Pretrained weights survive insertion: every stock item transfers into plugin models (API and `yolo` command), the
 identity start (`layer_scale: 0.0`) predicts and validates exactly as stock, fine-tunes resume and reload safely."""
 
-import logging
 import re
+import sys
 from pathlib import Path
 
 import cv2
 import pytest
 import torch
-from conftest import SANDBOX, YOLO_BIN, outputs, run
+from conftest import SANDBOX, YOLO_BIN, logged, outputs, run
 from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
-from ultralytics.utils import LOGGER
 
 FAST = ["imgsz=64", "batch=8", "workers=0", "plots=False", "amp=False", "device=cpu", "val=True"]
-
-
-def logged(fn) -> list:
-    """Call `fn` and return the messages Ultralytics' logger emitted meanwhile."""
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    LOGGER.addHandler(handler)
-    try:
-        fn()
-    finally:
-        LOGGER.removeHandler(handler)
-    return [r.getMessage() for r in records]
 
 
 def transferred(messages: list) -> tuple:
@@ -154,10 +140,11 @@ def test_yolo_train_from_stock_weights_transfers_all_and_starts_at_stock(stock_p
     # The fine-tuned checkpoint reloads in a fresh process under restricted (weights_only) loading.
     best = project / "ft" / "weights" / "best.pt"
     script = f"from ultralytics import YOLO; m = YOLO({str(best)!r}); print(m.model.yaml['layer_map'].count(None))"
-    reload = run(["python", "-c", script], cwd=SANDBOX, env={"ULTRALYTICS_SAFE_LOAD": "1"})
+    reload = run([sys.executable, "-c", script], cwd=SANDBOX, env={"ULTRALYTICS_SAFE_LOAD": "1"})
     assert reload.stdout.strip().splitlines()[-1] == "4"
 
 
+@pytest.mark.exhaustive
 def test_fine_tune_resumes(stock_pt, identity_yaml, tiny_data):
     project = SANDBOX / "transfer"
 
