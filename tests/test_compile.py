@@ -21,17 +21,19 @@ COMPILED = "starting torch.compile"
 UNCOMPILED = ("continuing uncompiled", "torch.compile failed")  # Ultralytics' words when it falls back to eager
 
 
+# The fast set captures each attention operator; the CSP blocks (CoT inside) and AttnConv's FFN with
+# `pytest -m exhaustive`.
 @pytest.mark.parametrize(
     "make",
     [
         CoTAttention,
         AttnConv,
-        lambda c1, c2: AttnConv(c1, c2, kernel_sizes=[3, 5], ffn_ratio=2.0),
         CoordAtt,
-        lambda c1, c2: C2f_CoT(c1, c2, 1, True),
-        lambda c1, c2: C3k2_CoT(c1, c2, 1, True),
+        pytest.param(lambda c1, c2: AttnConv(c1, c2, kernel_sizes=[3, 5], ffn_ratio=2.0), marks=pytest.mark.exhaustive),
+        pytest.param(lambda c1, c2: C2f_CoT(c1, c2, 1, True), marks=pytest.mark.exhaustive),
+        pytest.param(lambda c1, c2: C3k2_CoT(c1, c2, 1, True), marks=pytest.mark.exhaustive),
     ],
-    ids=["CoTAttention", "AttnConv", "AttnConv-ffn", "CoordAtt", "C2f_CoT", "C3k2_CoT"],
+    ids=["CoTAttention", "AttnConv", "CoordAtt", "AttnConv-ffn", "C2f_CoT", "C3k2_CoT"],
 )
 def test_operator_compiles_as_one_graph_for_training_and_inference(make):
     torch.manual_seed(0)

@@ -155,9 +155,9 @@ def _cell(opset, dynamic, simplify, interface) -> str:
     return f"{interface}-opset{opset or 'default'}-{'dynamic' if dynamic else 'static'}-{'slim' if simplify else 'raw'}"
 
 
-# The fast set's cells: the `yolo export` command, and the Python API with Ultralytics' defaults (which the `yolo
-# predict` and `yolo val` tests below run); the others with `pytest -m exhaustive`.
-FAST_CELLS = [(13, True, True, "cli"), (DEFAULT_OPSET, True, True, "python")]
+# The fast set's cell: the Python API with Ultralytics' defaults (which the `yolo predict` and `yolo val` tests below
+# run); the others, the `yolo export` command among them, with `pytest -m exhaustive`.
+FAST_CELLS = [(DEFAULT_OPSET, True, True, "python")]
 
 
 def export_cells(ckpt: Path, cells: list) -> dict:
@@ -205,19 +205,17 @@ def test_export_matrix_every_cell_matches_pytorch(tmp_path, all_ops_ckpt):
     check_cells(tmp_path, all_ops_ckpt, export_cells(all_ops_ckpt, [c for c in MATRIX if c not in FAST_CELLS]))
 
 
-def test_torchscript_export_runs_without_plugin(tmp_path, all_ops_ckpt):
-    """TorchScript, static and dynamic: the file holds the code, so torch alone runs it (a static one only at its size:
+@pytest.mark.parametrize("dynamic", [True, pytest.param(False, marks=pytest.mark.exhaustive)], ids=["dyn", "static"])
+def test_torchscript_export_runs_without_plugin(tmp_path, all_ops_ckpt, dynamic):
+    """TorchScript, dynamic and static: the file holds the code, so torch alone runs it (a static one only at its size:
     the stock Detect head bakes the anchor grid of the export size in, as for stock models)."""
-    jobs = {}
-    for dynamic in (False, True):
-        ckpt = tmp_path / f"ts-{'dynamic' if dynamic else 'static'}.pt"
-        ckpt.write_bytes(all_ops_ckpt.read_bytes())
-        f = YOLO(ckpt).export(format="torchscript", imgsz=IMGSZ, dynamic=dynamic, verbose=False)
-        jobs[ckpt.stem] = (Path(f), inputs_for(dynamic))
-    refs = {dynamic: reference(all_ops_ckpt, inputs_for(dynamic)) for dynamic in (False, True)}
-    for name, outs in run_isolated(tmp_path, jobs, backend="torchscript").items():
-        for x, (y, *_), ref in zip(jobs[name][1], outs, refs[name.endswith("dynamic")]):
-            assert_close(y, ref, f"{name} at {x.shape}")
+    ckpt = tmp_path / f"ts-{'dynamic' if dynamic else 'static'}.pt"
+    ckpt.write_bytes(all_ops_ckpt.read_bytes())
+    f = YOLO(ckpt).export(format="torchscript", imgsz=IMGSZ, dynamic=dynamic, verbose=False)
+    xs = inputs_for(dynamic)
+    (outs,) = run_isolated(tmp_path, {ckpt.stem: (Path(f), xs)}, backend="torchscript").values()
+    for x, (y, *_), ref in zip(xs, outs, reference(all_ops_ckpt, xs)):
+        assert_close(y, ref, f"{ckpt.stem} at {x.shape}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -283,6 +281,7 @@ def test_yolo_predict_onnx_gives_the_pt_detections(tmp_path, all_ops_ckpt, all_o
     assert np.abs(pt[:, 5] - labels[match, 5]).max() <= score_tol
 
 
+@pytest.mark.exhaustive
 def test_yolo_val_runs_on_onnx(tmp_path, all_ops_exports, tiny_data):
     f, _ = all_ops_exports[_cell(DEFAULT_OPSET, True, True, "python")]
     val = [YOLO_BIN, "val", f"model={f}", f"data={tiny_data}", f"imgsz={IMGSZ}", "plots=False"]

@@ -17,7 +17,7 @@ from yolo_attn.lookup import shipped_dir
 from yolo_attn.registry import LayerError, _is_plugin_row, _n_supplied, plugin_modules
 
 N_MUTATIONS = 400  # the exhaustive run; the fast set checks the first FAST_MUTATIONS of the same seeded sequence
-FAST_MUTATIONS = 30
+FAST_MUTATIONS = 20
 YAMLS = sorted(shipped_dir("model_yamls").glob("*.yaml"))
 NAMES = [*plugin_modules(), "Conv", "C2f", "C3k2", "SPPF", "Concat", "NoSuchModule"]
 VALUES = [True, False, 0, -1, 1, 3, 7, 16, 2.5, 0.5, None, "x", "None", "False", "3", [1, 2], [], {"a": 1}]

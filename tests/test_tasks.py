@@ -1,6 +1,7 @@
 """Every task end to end: a plugin YAML trains one epoch on its tiny synthetic data with the `yolo` command from an
-empty directory, its checkpoint validates with `yolo val` in a fresh process over the whole val split, reloads and
-predicts through the Python API, and YOLO26 keeps its end-to-end head."""
+empty directory, validating its best checkpoint over the whole val split at the end of the run, reloads and predicts
+through the Python API, and YOLO26 keeps its end-to-end head. `pytest -m exhaustive` adds `yolo val` of each
+checkpoint in a fresh process."""
 
 import re
 from pathlib import Path
@@ -25,7 +26,7 @@ RESULT = {"detect": "boxes", "segment": "masks", "pose": "keypoints", "obb": "ob
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """`yolo train` of a task's plugin YAML from an empty directory, once per task: (project folder, best.pt)."""
+    """`yolo train` of a task's plugin YAML from an empty directory, once per task: (project folder, best.pt, log)."""
     done = {}
 
     def train(task: str) -> tuple:
@@ -37,7 +38,7 @@ def trained(tmp_path_factory):
             assert not any(cwd.iterdir()), "a run from an empty directory must leave it empty"
             summary = [line for line in (out.stdout + out.stderr).splitlines() if "yolo_attn." in line]
             assert summary, "the model summary rows must show the plugin layers"
-            done[task] = project, project / "train" / "weights" / "best.pt"
+            done[task] = project, project / "train" / "weights" / "best.pt", out.stdout + out.stderr
         return done[task]
 
     return train
@@ -47,28 +48,40 @@ def val_split(task: str, data: str) -> tuple:
     """(number of images, number of labelled objects) of the val split, counted from the files."""
     if task == "classify":
         images = list(Path(check_cls_dataset(data)["val"]).rglob("*.jpg"))
-        return len(images), len(images)
+        return len(images), len(images)  # one object per crop
     images = sorted(Path(check_det_dataset(data)["val"]).glob("*.jpg"))
     labels = [Path(str(p.with_suffix(".txt")).replace("/images/", "/labels/")) for p in images]
     return len(images), sum(len(f.read_text().splitlines()) for f in labels if f.is_file())
 
 
-@pytest.mark.parametrize("task", TASKS)
-def test_train_reload_val_predict(task, trained, tmp_path):
-    model, data, imgsz = TASKS[task]
-    project, best = trained(task)
-    val = run([YOLO_BIN, "val", f"model={best}", f"data={data}", f"imgsz={imgsz}", "batch=8", "workers=0",
-               "plots=False", "device=cpu", f"project={project}", "name=val"], cwd=tmp_path)  # fmt: skip
-    log = val.stdout + val.stderr
-    n_images, n_objects = val_split(task, data)
+def check_val_log(task: str, data: str, log: str) -> None:
+    """Check that a validation scored every image (and every labelled object) of the val split."""
     if task == "classify":  # "all  top1  top5": accuracies over the whole split
         top1, top5 = map(float, re.search(r"^\s+all\s+([\d.]+)\s+([\d.]+)\s*$", log, re.MULTILINE).groups())
         assert 0 <= top1 <= top5 <= 1
     else:  # "all  images  instances  P  R  mAP50  mAP50-95 ...": every val image and labelled object was scored
         row = re.search(r"^\s+all\s+(\d+)\s+(\d+)((?:\s+[\d.]+)+)\s*$", log, re.MULTILINE)
         assert row, log[-2000:]
-        assert (int(row[1]), int(row[2])) == (n_images, n_objects)
+        assert (int(row[1]), int(row[2])) == val_split(task, data)
         assert all(0 <= float(v) <= 1 for v in row[3].split())
+
+
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("task", TASKS)
+def test_yolo_val_in_fresh_process(task, trained, tmp_path):
+    model, data, imgsz = TASKS[task]
+    project, best, _ = trained(task)
+    val = run([YOLO_BIN, "val", f"model={best}", f"data={data}", f"imgsz={imgsz}", "batch=8", "workers=0",
+               "plots=False", "device=cpu", f"project={project}", "name=val"], cwd=tmp_path)  # fmt: skip
+    check_val_log(task, data, val.stdout + val.stderr)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_train_val_reload_predict(task, trained):
+    model, data, imgsz = TASKS[task]
+    _, best, log = trained(task)
+    assert "Validating" in log and str(best) in log  # the run validates its best checkpoint at the end
+    check_val_log(task, data, log)
 
     loaded = YOLO(best)
     assert loaded.task == task
@@ -87,7 +100,7 @@ def test_train_reload_val_predict(task, trained, tmp_path):
 
 
 def test_yolo26_keeps_the_stock_end_to_end_head(trained):
-    _, best = trained("detect")
+    _, best, _ = trained("detect")
     model, data, imgsz = TASKS["detect"]
     fresh, stock = YOLO(model).model, YOLO("yolo26n.yaml").model
     head, stock_head = fresh.model[-1], stock.model[-1]
