@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
-from conftest import SANDBOX, YOLO_BIN, logged, outputs, run
+from conftest import SANDBOX, YOLO_BIN, logged, outputs, randomise_norms, run
 from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
 
@@ -22,12 +22,15 @@ def transferred(messages: list) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def stock_pt(tiny_data) -> Path:
-    """A stock YOLO11n checkpoint trained one epoch on the tiny data (its class count, real BN statistics)."""
-    project = SANDBOX / "transfer"
-    run([YOLO_BIN, "train", "model=yolo11n.yaml", f"data={tiny_data}", "epochs=1", "pretrained=False", *FAST,
-         f"project={project}", "name=stock", "exist_ok=True"], cwd=SANDBOX)  # fmt: skip
-    return project / "stock" / "weights" / "last.pt"
+def stock_pt(tmp_path_factory) -> Path:
+    """A stock YOLO11n checkpoint of the tiny data's class count, with random BN statistics and affine parameters (so
+    a weight or norm landing in the wrong layer shows in the outputs), saved as Ultralytics saves checkpoints."""
+    torch.manual_seed(0)
+    model = YOLO("yolo11n.yaml")
+    model.model = randomise_norms(DetectionModel("yolo11n.yaml", nc=7, verbose=False))
+    path = tmp_path_factory.mktemp("stock") / "yolo11n-stock.pt"
+    model.save(path)
+    return path
 
 
 @pytest.fixture(scope="module")
