@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import ultralytics
-from conftest import outputs, run
+from conftest import MODEL_CLASSES, STOCK_SAMPLE, outputs, run, sampled
 from ultralytics import YOLO
 from ultralytics.nn import tasks
 from ultralytics.utils import YAML
@@ -16,30 +16,24 @@ from yolo_attn.reference import INSERTABLE, MULTI_OUTPUT_MODULES, InsertionError
 from yolo_attn.registry import plugin_modules
 
 STOCK_YAMLS = sorted((Path(ultralytics.__file__).parent / "cfg" / "models").rglob("*.yaml"))
-MODEL_CLASSES = {
-    "detect": tasks.DetectionModel,
-    "segment": tasks.SegmentationModel,
-    "pose": tasks.PoseModel,
-    "obb": tasks.OBBModel,
-    "classify": tasks.ClassificationModel,
-    "semantic": tasks.SemanticSegmentationModel,
-    "depth": tasks.DepthModel,
+REFERENCE_CLASSES = {  # the conftest classes plus the tasks of newer releases
+    **MODEL_CLASSES,
+    **{
+        task: getattr(tasks, name)
+        for task, name in (("semantic", "SemanticSegmentationModel"), ("depth", "DepthModel"))
+        if hasattr(tasks, name)
+    },
 }
-# One representative per family runs by default; these other members of a family only with `-m exhaustive`.
-EXHAUSTIVE = {
-    "rtdetr-l.yaml",
-    "rtdetr-x.yaml",
-    "rtdetr-resnet50.yaml",
-    "rtdetr-resnet101.yaml",
-}  # RT-DETR: yolov8-rtdetr
-STOCK_PARAMS = [pytest.param(p, marks=pytest.mark.exhaustive) if p.name in EXHAUSTIVE else p for p in STOCK_YAMLS]
+# The fast set's sample plus one RT-DETR; every other stock YAML (RT-DETR's other sizes included) with -m exhaustive.
+STOCK_PARAMS = sampled(STOCK_YAMLS, STOCK_SAMPLE | {"yolov8-rtdetr.yaml"})
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model_class(d: dict) -> type:
     """Return the class Ultralytics builds a model YAML dict with (RT-DETR by its head, as `RTDETR()` would)."""
-    return (
-        tasks.RTDETRDetectionModel if d["head"][-1][2] == "RTDETRDecoder" else MODEL_CLASSES[tasks.guess_model_task(d)]
-    )
+    if d["head"][-1][2] == "RTDETRDecoder":
+        return tasks.RTDETRDetectionModel
+    return REFERENCE_CLASSES[tasks.guess_model_task(d)]
 
 
 def expanded(d: dict) -> dict:
@@ -67,22 +61,13 @@ def buildable(path: Path) -> dict:
     """Return the stock YAML dict, skipping models that do not build offline or need more than the YAML."""
     d = YAML.load(path)
     rtdetr = d["head"][-1][2] == "RTDETRDecoder"  # Ultralytics' task guess returns None for it; RTDETR() builds it
-    if (tasks.guess_model_task(d) not in MODEL_CLASSES and not rtdetr) or d["head"][-1][2] == "WorldDetect":
-        pytest.skip(f"{path.name}: not a YOLO {'/'.join(MODEL_CLASSES)} model")
+    if (tasks.guess_model_task(d) not in REFERENCE_CLASSES and not rtdetr) or d["head"][-1][2] == "WorldDetect":
+        pytest.skip(f"{path.name}: not a YOLO {'/'.join(REFERENCE_CLASSES)} model")
     if any(
         m in ("YOLOEDetect", "YOLOESegment", "YOLOESegment26", "TorchVision") for *_, m, _ in d["backbone"] + d["head"]
     ):
         pytest.skip(f"{path.name}: needs text embeddings or downloaded backbone weights")
     return d
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Build on one thread: many small builds, where a second thread gains little on 2 shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("path", STOCK_PARAMS, ids=lambda p: p.name)
