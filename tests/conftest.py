@@ -29,9 +29,13 @@ SANDBOX_SETTINGS = {
     "weights_dir": str(SANDBOX / "weights"),
     "sync": False,
 }
-# Only these keys: on import Ultralytics completes the file with its defaults for the others (keeping these values).
-(SANDBOX / "config" / "Ultralytics").mkdir(parents=True)
-(SANDBOX / "config" / "Ultralytics" / "settings.json").write_text(json.dumps(SANDBOX_SETTINGS))
+# Ultralytics writes its complete settings file first (releases before 8.4.115 reset a partial one to defaults), then
+# these keys replace its values; this process and every subprocess read the result.
+subprocess.run([sys.executable, "-c", "import ultralytics.utils"], env=os.environ, capture_output=True, check=False)
+SETTINGS_FILE = SANDBOX / "config" / "Ultralytics" / "settings.json"
+SETTINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
+previous = json.loads(SETTINGS_FILE.read_text()) if SETTINGS_FILE.exists() else {}
+SETTINGS_FILE.write_text(json.dumps({**previous, **SANDBOX_SETTINGS}))
 
 import ultralytics.nn.tasks as tasks  # noqa: E402
 from ultralytics.nn.modules import Conv  # noqa: E402
