@@ -241,3 +241,17 @@ def inputs_for(dynamic: bool) -> list:
     if dynamic:
         xs += [images(IMGSZ, IMGSZ, batch=2)] + [images(h, w, batch=1) for h, w in OTHER_SIZES]
     return xs
+
+
+def table_operator(name: str, c: int = 64) -> tuple:
+    """Build the operator table's row `name` with its default options; return (module, input channels).
+
+    A channel-keeping row is built as (c, c); a CSP twin as (c // 2, c, 1, True): one inner block, its first option on
+    (C2f's shortcut, C3k2's C3k blocks), so the twin's own bottleneck path runs.
+    """
+    from yolo_attn import operators
+
+    cls = operators.load(name)
+    if operators.get(name).keeps_channels:
+        return cls(c, c), c
+    return cls(c // 2, c, 1, True), c // 2

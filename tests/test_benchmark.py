@@ -24,6 +24,7 @@ from yolo_attn.bench.report import noise_test, paired_test
 from yolo_attn.bench.zoo import OTHER_TASKS, discover
 from yolo_attn.cot import local_aggregate
 from yolo_attn.lookup import shipped_dir
+from yolo_attn.operators import BUILTINS
 
 BENCH_BIN = Path(sys.executable).with_name("yolo-attn-bench")  # the console script the README documents
 TINY = ["--epochs", "1", "--imgsz-train", "64", "--seeds", "1", "--imgsz-latency", "64", "--imgsz-step", "64"]
@@ -204,7 +205,7 @@ def test_ops_mode_end_to_end(tmp_path):
     args = ["ops", "--imgsz", "64", "--scales", "n", "--rounds", "2", "--runs", "1", "--warmup", "0", "--out", tmp_path]
     assert main([str(a) for a in args]) == 0
     raw = json.loads((tmp_path / "ops.json").read_text())
-    names = ["Conv 3x3", "CoordAtt", "CoTAttention", "AttnConv", "C2f_CoT", "C3k2_CoT"]  # the operator table's rows
+    names = ["Conv 3x3", *(op.name for op in BUILTINS)]  # the reference conv, then the operator table's rows
     assert [(r["level"], r["operator"]) for r in raw["rows"]] == [(lv, n) for lv in ("P3", "P4", "P5") for n in names]
     assert [r["shape"] for r in raw["rows"][:: len(names)]] == [[64, 8, 8], [128, 4, 4], [256, 2, 2]]
     for r in raw["rows"]:

@@ -10,12 +10,12 @@ C++ compilation on a 2-core CPU, so they carry the `exhaustive` marker (`pytest 
 import pytest
 import torch
 from conftest import YOLO_BIN, run
-from helpers import ALL_OPS_YAML
+from helpers import ALL_OPS_YAML, table_operator
 from ultralytics import YOLO
 from ultralytics.utils import ASSETS
 
-from yolo_attn import AttnConv, CoordAtt, CoTAttention
-from yolo_attn.cot import C2f_CoT, C3k2_CoT
+from yolo_attn import AttnConv
+from yolo_attn.operators import BUILTINS
 
 COMPILED = "starting torch.compile"
 UNCOMPILED = ("continuing uncompiled", "torch.compile failed")  # Ultralytics' words when it falls back to eager
@@ -23,24 +23,32 @@ UNCOMPILED = ("continuing uncompiled", "torch.compile failed")  # Ultralytics' w
 
 # The fast set captures each attention operator; the CSP blocks (CoT inside) and AttnConv's FFN with
 # `pytest -m exhaustive`.
+def exhaustive_unless(op) -> tuple:
+    """The channel-keeping operators compile in the fast set; the CSP twins (slower to compile) with -m exhaustive."""
+    return () if op.keeps_channels else (pytest.mark.exhaustive,)
+
+
 @pytest.mark.parametrize(
     "make",
-    [
-        CoTAttention,
-        AttnConv,
-        CoordAtt,
-        pytest.param(lambda c1, c2: AttnConv(c1, c2, kernel_sizes=[3, 5], ffn_ratio=2.0), marks=pytest.mark.exhaustive),
-        pytest.param(lambda c1, c2: C2f_CoT(c1, c2, 1, True), marks=pytest.mark.exhaustive),
-        pytest.param(lambda c1, c2: C3k2_CoT(c1, c2, 1, True), marks=pytest.mark.exhaustive),
+    [  # every row of the operator table (the CSP twins with -m exhaustive), and AttnConv with its FFN
+        *(
+            pytest.param(lambda name=op.name: table_operator(name, 32), id=op.name, marks=exhaustive_unless(op))
+            for op in BUILTINS
+        ),
+        pytest.param(
+            lambda: (AttnConv(32, 32, kernel_sizes=[3, 5], ffn_ratio=2.0), 32),
+            id="AttnConv-ffn",
+            marks=pytest.mark.exhaustive,
+        ),
     ],
-    ids=["CoTAttention", "AttnConv", "CoordAtt", "AttnConv-ffn", "C2f_CoT", "C3k2_CoT"],
 )
 def test_operator_compiles_as_one_graph_for_training_and_inference(make):
     torch.manual_seed(0)
-    m = make(32, 32)
+    m, c = make()
     compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
-    x = torch.randn(1, 32, 48, 44)  # AttnConv: 2304 x 144 attention scores take the fused-kernel branch
-    grad = torch.randn_like(x)
+    x = torch.randn(1, c, 48, 44)  # AttnConv: 2304 x 144 attention scores take the fused-kernel branch
+    with torch.no_grad():
+        grad = torch.randn(m(x).shape)  # a CSP twin doubles the channels
     results = []
     for fn in (compiled, m):  # train mode: forward and backward
         m.zero_grad()

@@ -30,6 +30,7 @@ from helpers import (
     reference,
     run_isolated,
     scale_n,
+    table_operator,
 )
 from torch import nn
 from ultralytics import YOLO
@@ -37,8 +38,9 @@ from ultralytics.nn.modules import Conv
 from ultralytics.utils import ASSETS, YAML
 from ultralytics.utils.export.engine import best_onnx_opset
 
-from yolo_attn import AttnConv, C2f_CoT, C3k2_CoT, CoordAtt, CoTAttention
+from yolo_attn import AttnConv, CoTAttention
 from yolo_attn.lookup import shipped_dir
+from yolo_attn.operators import BUILTINS
 from yolo_attn.registry import plugin_modules
 
 onnx = pytest.importorskip("onnx")
@@ -72,15 +74,13 @@ def all_ops_ckpt(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------------------------------------------------------------
 # Each operator alone: every opset, odd and tiny maps
 # ---------------------------------------------------------------------------------------------------------------------
-OPERATORS = {
-    "CoordAtt": (lambda: CoordAtt(64, 64), 64),
-    "CoTAttention": (lambda: CoTAttention(64, 64), 64),
-    "AttnConv": (lambda: AttnConv(64, 64), 64),
-    "AttnConv-2k-pool3-ffn": (lambda: AttnConv(64, 64, 8, (3, 5), 0.25, 3, False, 2.0), 64),
-    "AttnConv-k7-pool1-ffn": (lambda: AttnConv(64, 64, None, [7], 0.5, 1, False, 2.0), 64),
-    "C2f_CoT": (lambda: C2f_CoT(32, 64, 1, True), 32),
-    "C3k2_CoT-c3k": (lambda: C3k2_CoT(32, 64, 1, True), 32),
-}
+OPERATORS = {op.name: lambda name=op.name: table_operator(name) for op in BUILTINS}  # every row of the table
+OPERATORS.update(  # AttnConv's other paths: two kernel sizes, pools 3 and 1, the FFN sublayer
+    {
+        "AttnConv-2k-pool3-ffn": lambda: (AttnConv(64, 64, 8, (3, 5), 0.25, 3, False, 2.0), 64),
+        "AttnConv-k7-pool1-ffn": lambda: (AttnConv(64, 64, None, [7], 0.5, 1, False, 2.0), 64),
+    }
+)
 
 
 def test_each_operator_exports_at_oldest_and_newest_opset(tmp_path):
@@ -88,9 +88,10 @@ def test_each_operator_exports_at_oldest_and_newest_opset(tmp_path):
     # the written-out form it traces.
     sizes = [(20, 20), (1, 1), (3, 2), (7, 5), (13, 9), (6, 17), (40, 40)]
     jobs, refs = {}, {}
-    for name, (build, c) in OPERATORS.items():
+    for name, build in OPERATORS.items():
         torch.manual_seed(0)
-        m = randomise_norms(build()).eval()
+        m, c = build()
+        m = randomise_norms(m).eval()
         xs = [torch.randn(2 if i == 1 else 1, c, h, w) for i, (h, w) in enumerate(sizes)]
         with torch.no_grad():
             refs[name] = [m(x).numpy() for x in xs]

@@ -20,11 +20,12 @@ from ultralytics.nn.tasks import parse_model, yaml_model_load
 from ultralytics.utils import YAML
 
 from yolo_attn.lookup import shipped_dir
+from yolo_attn.operators import insertable
 from yolo_attn.reference import TWINS
 
 YAML_DIR = shipped_dir("model_yamls")
 YAMLS = sorted(YAML_DIR.glob("*.yaml"))
-ATTENTION = {"CoordAtt", "CoTAttention", "AttnConv"}  # channel-keeping layers: inserted rows
+ATTENTION = set(insertable())  # channel-keeping layers of the operator table: inserted rows
 BLOCKS = {twin: stock for stock, twin in TWINS.items()}  # drop-in replacements: renamed rows
 STOCK_DIR = Path(ultralytics.__file__).parent / "cfg" / "models"
 SCALES = "nsmlx"

@@ -87,7 +87,8 @@ def _catch(module: nn.Module, store: dict, key: str, hooks: list, inputs: bool =
 
 def _gamma(module: nn.Module) -> torch.Tensor | None:
     """The LayerScale γ (C, 1, 1) of an operator, or None in its paper form."""
-    return getattr(module, "gamma", None)
+    gamma = getattr(module, "gamma", None)
+    return None if gamma is None else gamma.view(-1, 1, 1)  # (C,) or, from older checkpoints, (C, 1, 1)
 
 
 def _probe_coord_att(m: CoordAtt, hooks: list) -> Callable:

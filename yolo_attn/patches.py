@@ -381,14 +381,6 @@ INVENTORY = (
         "YAML is checked against its build record on every use (rebuilt when damaged)",
     ),
     _function(
-        "ultralytics.data.utils",
-        "check_cls_dataset",
-        ("dataset",),
-        "yolo_attn.registry:make_check_cls_dataset",
-        "the generated classification sets are built, or rebuilt when damaged, on every use (Ultralytics reaches "
-        "`download` only for a missing folder)",
-    ),
-    _function(
         "ultralytics.utils.checks",
         "check_font",
         ("font",),

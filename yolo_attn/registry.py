@@ -27,7 +27,7 @@ from yolo_attn import compat, operators
 from yolo_attn.lookup import find_shipped
 from yolo_attn.patches import register, unregister  # noqa: F401  (the public names' old home)
 from yolo_attn.reference import InsertionError, expand, is_reference, with_layer_map
-from yolo_attn.synth_data import build_offline, ensure_cls_dataset, ensure_yaml_dataset
+from yolo_attn.synth_data import build_offline, ensure_yaml_dataset
 from yolo_attn.yaml_checks import (  # noqa: F401  (re-exported: tests and users import them from here)
     LayerError,
     _check_rows,
@@ -351,18 +351,6 @@ def make_check_file(original: Callable) -> Callable:
 
     check_file.__wrapped__ = original
     return check_file
-
-
-def make_check_cls_dataset(original: Callable) -> Callable:
-    """Return Ultralytics' `check_cls_dataset` that first builds (or repairs) the plugin's classification data sets."""
-
-    def check_cls_dataset(dataset, *args, **kwargs):
-        """Ultralytics' `check_cls_dataset` (wrapped by yolo_attn: its generated sets are checked on every use)."""
-        ensure_cls_dataset(dataset)
-        return original(dataset, *args, **kwargs)
-
-    check_cls_dataset.__wrapped__ = original
-    return check_cls_dataset
 
 
 def make_check_font(original: Callable) -> Callable:
