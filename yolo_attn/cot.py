@@ -201,7 +201,7 @@ class CoTAttention(nn.Module):
             (torch.Tensor): Output, (B, C, H, W).
         """
         k1 = self.key(x)  # (B, C, H, W) static context
-        a = self.attn_norm(self.attn_expand(self.attn_reduce(torch.cat((x, k1), 1))))  # (B, k*k*C/8, H, W)
+        a = self.attn_norm(self.attn_expand(self._reduce(x, k1)))  # (B, k*k*C/8, H, W)
         a = a.unflatten(1, (-1, self.kernel_size * self.kernel_size))  # (B, C/8, k*k, H, W)
         k2 = self.dyn_act(self.dyn_bn(local_aggregate(self.value(x), a, self.kernel_size)))  # (B, C, H, W) dynamic
         s = k1.mean((2, 3), keepdim=True) + k2.mean((2, 3), keepdim=True)  # (B, C, 1, 1) = mean_HW(K1 + K2)
@@ -212,6 +212,22 @@ class CoTAttention(nn.Module):
         # Two passes over (B, C, H, W) for [X +] a_stat * K1 + a_dyn * K2, with γ already in the (B, C, 1, 1) weights.
         y = torch.addcmul(x, w_stat, k1) if self.shortcut else w_stat * k1
         return y.addcmul_(w_dyn, k2)
+
+    def _reduce(self, x: torch.Tensor, k1: torch.Tensor) -> torch.Tensor:
+        """`attn_reduce` applied to [x; k1]; while tracing for export, as two convs on x and k1 instead of a Concat.
+
+        The conv is linear, so W [x; k1] = W_x x + W_k1 k1. ONNX Runtime and OpenVINO copy the concatenated tensor
+        (and reorder it to their blocked conv layout) in a node of its own; the split form skips that copy (measured
+        on one CoT layer under ONNX Runtime, one thread: 0.76-0.93x the time). Eager PyTorch keeps the Concat, which
+        it runs as fast or faster.
+        """
+        r = self.attn_reduce
+        if not torch.jit.is_tracing():
+            return r(torch.cat((x, k1), 1))
+        w = r.conv.weight
+        c = w.shape[1] // 2  # from the weight, a constant: no shape arithmetic recorded
+        y = F.conv2d(x, w[:, :c]) + F.conv2d(k1, w[:, c:], r.conv.bias)
+        return r.act(r.bn(y) if hasattr(r, "bn") else y)
 
 
 class CoTBottleneck(nn.Module):
