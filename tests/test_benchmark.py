@@ -147,7 +147,10 @@ def test_full_count_of_stock_model_equals_ultralytics_at_640():
 def test_local_aggregation_counts_k2_products_and_sums():
     b, c, h, w, k = 1, 16, 5, 7, 3
     v, a = torch.rand(b, c, h, w), torch.rand(b, c // 8, k * k, h, w)
-    assert count_flops(Lambda(lambda x: local_aggregate(x, a, k)), v) == (2 * k * k - 1) * c * h * w
+    # One product per offset and output position whose window lies inside the image (the zero padding is not
+    # computed), one sum per product but the first at each position.
+    products = c * sum(h - abs(dy) for dy in (-1, 0, 1)) * sum(w - abs(dx) for dx in (-1, 0, 1))
+    assert count_flops(Lambda(lambda x: local_aggregate(x, a, k)), v) == 2 * products - c * h * w
 
 
 def test_coord_att_count_matches_its_formula():
