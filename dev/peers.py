@@ -13,7 +13,8 @@ efficientnet_pytorch need not be installed); the names those classes use from el
 - CoTNet `CotLayer` (models/cotnet.py): its aggregation `LocalConvolution` is a cupy CUDA kernel, so on CPU it gets
   the textbook unfold aggregation written below (what a CPU user would substitute); `get_act_layer('swish')` is SiLU.
 - CloFormer `EfficientAttention` and `AttnMap` (classification/models/blocks.py): `MemoryEfficientSwish` is SiLU
-  (the same function). Ours, `AttnConv(shortcut=False)`, also runs its GroupNorm, which the official mixer lacks.
+  (the same function). It runs as CloFormer's block runs it, x + mixer(GroupNorm(1, C)(x)), against `AttnConv`'s
+  default (the same pre-norm residual form).
 - CoordAttention `CoordAtt` (coordatt.py, self-contained).
 - The blog `CoTAttention` that YOLO forks copy: give a .py file holding that class (`--blog-cot`).
 
@@ -71,6 +72,17 @@ class UnfoldLocalConvolution(nn.Module):
         return (cols * w).sum(3).view(b, c, h, wd)
 
 
+class PreNormResidual(nn.Module):
+    """x + mixer(GroupNorm(1, C)(x)): how CloFormer's block applies its mixer (blocks.py, `x + attn(norm1(x))`)."""
+
+    def __init__(self, c: int, mixer: nn.Module):
+        super().__init__()
+        self.norm, self.mixer = nn.GroupNorm(1, c), mixer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mixer(self.norm(x))
+
+
 def pairs(args: argparse.Namespace) -> dict[str, tuple[Callable[[int], nn.Module], Callable[[int], nn.Module]]]:
     """Comparison name -> (our factory, peer factory), each channels -> module, for the peers given."""
     out = {}
@@ -96,9 +108,10 @@ def pairs(args: argparse.Namespace) -> dict[str, tuple[Callable[[int], nn.Module
 
         def official(c: int) -> nn.Module:
             heads = c // _auto_head_dim(c)
-            return found["EfficientAttention"](c, heads, [heads - heads // 2, heads // 2], [5], window_size=4)
+            mixer = found["EfficientAttention"](c, heads, [heads - heads // 2, heads // 2], [5], window_size=4)
+            return PreNormResidual(c, mixer)
 
-        out["AttnConv vs CloFormer EfficientAttention"] = (lambda c: AttnConv(c, c, shortcut=False), official)
+        out["AttnConv vs CloFormer EfficientAttention"] = (lambda c: AttnConv(c, c), official)
     if args.coordatt:
         ca = load_classes(Path(args.coordatt) / "coordatt.py", ["h_sigmoid", "h_swish", "CoordAtt"], {})["CoordAtt"]
         out["CoordAtt vs official CoordAtt"] = (lambda c: CoordAtt(c, c), lambda c: ca(c, c))
