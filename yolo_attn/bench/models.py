@@ -9,17 +9,22 @@ scale n: `yolov8-cot.yaml` -> `yolov8n-cot.yaml`) it measures:
 
 - parameters and GFLOPs of the fused model at the latency image size, twice: Ultralytics' own number
   (`ultralytics.utils.torch_utils.get_flops`, what `model.info()` prints) and a full count (`count_flops`);
-- CPU inference latency at batch 1 in PyTorch (fused, eval) and in ONNX Runtime (the model exported by Ultralytics'
-  own ONNX exporter), and the time of one training step (forward, loss, backward, optimiser step on a fixed random
-  batch), each also as a ratio to the stock model of the same family measured in the same run (with `--compile`,
-  also PyTorch inference under `torch.compile`, as Ultralytics' `compile=True` runs it). Models are measured
-  in interleaved rounds, so drift on a shared machine hits every model alike; a ratio is the median over rounds of
-  the per-round ratio;
+- CPU inference latency at batch 1 in PyTorch (fused, eval), in ONNX Runtime and, when installed, in OpenVINO (the
+  model exported by Ultralytics' own exporters), at every `--imgsz` size, and the time of one training step
+  (forward, loss, backward, optimiser step on a fixed random batch), each also as a ratio to the stock model of the
+  same family measured in the same run (with `--compile`, also PyTorch inference under `torch.compile`, as
+  Ultralytics' `compile=True` runs it). Models are measured in interleaved rounds, so drift on a shared machine hits
+  every model alike; a ratio is the median over rounds of the per-round ratio;
 - mAP50 and mAP50-95 on the validation split after a fixed training budget, for several seeds: mean, standard deviation,
   and whether the difference to the stock model of the same family is inside the seed-to-seed noise.
 
-It writes `benchmark.md` (Markdown tables with machine and settings), `benchmark.png` (chart), `benchmark.json` (every
-raw sample and setting) and `benchmark.csv` (one row per model) into `--out`.
+- with `--memory`, peak memory of one inference per runtime and size and of one train step (batch 2), each in a
+  fresh process (`yolo_attn.bench.memory`).
+
+It writes `benchmark.md` (Markdown tables with machine and settings), `cost.md` (per plugin model and runtime the
+latency ratio, the FLOPs ratio and the excess of one over the other, the train-step ratio; with several sizes or
+`--memory` the scaling table), `benchmark.png` (chart), `benchmark.json` (every raw sample and setting) and
+`benchmark.csv` (one row per model) into `--out`.
 
 Every measurement runs single-threaded by default (`--threads 1`): on a small or shared CPU, multi-threaded PyTorch
 spends most of its time waiting for a busy core (on a loaded 2-core machine yolov8n at 64 px took 21 ms with one
