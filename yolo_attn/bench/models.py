@@ -15,11 +15,10 @@ scale n: `yolov8-cot.yaml` -> `yolov8n-cot.yaml`) it measures:
   same family measured in the same run (with `--compile`, also PyTorch inference under `torch.compile`, as
   Ultralytics' `compile=True` runs it). Models are measured in interleaved rounds, so drift on a shared machine hits
   every model alike; a ratio is the median over rounds of the per-round ratio;
+- with `--memory`, peak memory of one inference per runtime and size and of one train step (batch 2), each in a
+  fresh process (`yolo_attn.bench.memory`);
 - mAP50 and mAP50-95 on the validation split after a fixed training budget, for several seeds: mean, standard deviation,
   and whether the difference to the stock model of the same family is inside the seed-to-seed noise.
-
-- with `--memory`, peak memory of one inference per runtime and size and of one train step (batch 2), each in a
-  fresh process (`yolo_attn.bench.memory`).
 
 It writes `benchmark.md` (Markdown tables with machine and settings), `cost.md` (per plugin model and runtime the
 latency ratio, the FLOPs ratio and the excess of one over the other, the train-step ratio; with several sizes or
