@@ -190,41 +190,73 @@ def crop_box(box: list, n: int) -> tuple[int, int, int, int]:
 
 
 def generate(root: str | Path, task: str, n_train: int, n_val: int, imgsz: int = 320, seed: int = 0) -> Path:
-    """Write the ``task`` version of synth-shapes under ``root`` and return ``root``.
+    """Write the ``task`` version of synth-shapes under ``root``, replacing any earlier one; return ``root``.
 
     segment / pose / obb use the detection layout (``images/{split}``, ``labels/{split}``); classify writes
-    ``{split}/<class name>/`` folders. Splits are written to hidden ``.partial`` folders and renamed at the end.
+    ``{split}/<class name>/`` folders. Built under the set's lock and recorded like ``synth_shapes.generate`` (see
+    ``synth_shapes.build``); use :func:`ensure` to build only when the set is missing or damaged.
     """
+    return synth_shapes.build(root, _params(task, n_train, n_val, imgsz, seed), _write, force=True)
+
+
+def ensure(root: str | Path, task: str, n_train: int, n_val: int, imgsz: int = 320, seed: int = 0) -> Path:
+    """Return ``root`` holding the finished ``task`` set: used as it is when it matches its record, built otherwise.
+
+    Safe to call from many processes at once (one builds, the others wait for it); see ``synth_shapes.build``.
+    """
+    return synth_shapes.build(root, _params(task, n_train, n_val, imgsz, seed), _write)
+
+
+def _params(task: str, n_train: int, n_val: int, imgsz: int, seed: int) -> dict:
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    root = Path(root)
-    for split, count in (("train", int(n_train)), ("val", int(n_val))):
+    if min(n_train, n_val) < 0 or seed < 0:
+        raise ValueError("n_train, n_val and seed must be >= 0")
+    return {"task": task, "n_train": int(n_train), "n_val": int(n_val), "imgsz": int(imgsz), "seed": int(seed)}
+
+
+def _write(root: Path, params: dict) -> list[str]:
+    """Write the set into hidden ``.partial`` folders and rename them into place; return the folders written.
+
+    Detection layout: each split's ``images`` and ``labels`` folders, ``images/val`` last (Ultralytics' sign of a
+    finished set). Classify: the whole set in ``.<set>.partial`` next to ``root``, renamed to ``root`` at the end,
+    since Ultralytics takes any existing classification folder for a finished set (on a rebuild its splits replace
+    those in ``root``).
+    """
+    task, imgsz, seed = params["task"], params["imgsz"], params["seed"]
+    stage = synth_shapes.fresh_dir(root.with_name(f".{root.name}.partial")) if task == "classify" else None
+    for split in ("train", "val"):
         if task == "classify":
-            parts = {"": root / f".{split}.partial"}
+            parts = {"": stage / split}
             for name in synth_shapes.CLASS_NAMES:
-                (parts[""] / name).mkdir(parents=True, exist_ok=True)
+                (stage / split / name).mkdir(parents=True)
         else:
-            parts = {kind: root / kind / f".{split}.partial" for kind in ("images", "labels")}
-            for folder in parts.values():
-                folder.mkdir(parents=True, exist_ok=True)
-        for i in range(count):
+            parts = {kind: synth_shapes.fresh_dir(root / kind / f".{split}.partial") for kind in ("images", "labels")}
+        for i in range(params[f"n_{split}"]):
             img, objs = objects(seed, split, i, imgsz)
             if task == "classify":
                 for j, obj in enumerate(objs):
                     x0, y0, x1, y1 = crop_box(obj["box"], imgsz)
-                    crop = img[y0:y1, x0:x1]
                     name = synth_shapes.CLASS_NAMES[obj["cls"]]
-                    cv2.imwrite(str(parts[""] / name / f"{i:06d}_{j}.jpg"), crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
+                    jpg = synth_shapes._encode_jpg(np.ascontiguousarray(img[y0:y1, x0:x1]))
+                    synth_shapes.write_file(parts[""] / name / f"{i:06d}_{j}.jpg", jpg)
                 continue
-            (parts["images"] / f"{i:06d}.jpg").write_bytes(synth_shapes._encode_jpg(img))
-            (parts["labels"] / f"{i:06d}.txt").write_text(_label_lines(task, objs, imgsz))
-        (root / "labels" / f"{split}.cache").unlink(missing_ok=True)  # Ultralytics' cache of replaced labels
-        for _, partial in sorted(parts.items(), key=lambda kv: kv[0] == "images"):  # images last: Ultralytics' marker
-            final = partial.with_name(split)
-            if final.exists():
-                shutil.rmtree(final)
-            partial.rename(final)
-    return root
+            synth_shapes.write_file(parts["images"] / f"{i:06d}.jpg", synth_shapes._encode_jpg(img))
+            synth_shapes.write_file(parts["labels"] / f"{i:06d}.txt", _label_lines(task, objs, imgsz).encode())
+        if task != "classify":
+            synth_shapes.commit_split(root, split, parts)
+    if task == "classify":
+        if root.exists():  # a rebuild: replace the splits (anything else in the folder stays)
+            for split in ("train", "val"):
+                if (root / split).exists():
+                    shutil.rmtree(root / split)
+                (stage / split).rename(root / split)
+            stage.rmdir()
+        else:
+            stage.rename(root)
+        synth_shapes._step()
+        return ["train", "val"]
+    return [f"{kind}/{split}" for split in ("train", "val") for kind in ("images", "labels")]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ a `SETTINGS.update()` after the import would reach subprocesses but not this pro
 """
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -28,16 +29,101 @@ SANDBOX_SETTINGS = {
     "weights_dir": str(SANDBOX / "weights"),
     "sync": False,
 }
-# Only these keys: on import Ultralytics completes the file with its defaults for the others (keeping these values).
-(SANDBOX / "config" / "Ultralytics").mkdir(parents=True)
-(SANDBOX / "config" / "Ultralytics" / "settings.json").write_text(json.dumps(SANDBOX_SETTINGS))
+# Ultralytics writes its complete settings file first (releases before 8.4.115 reset a partial one to defaults), then
+# these keys replace its values; this process and every subprocess read the result.
+subprocess.run([sys.executable, "-c", "import ultralytics.utils"], env=os.environ, capture_output=True, check=False)
+SETTINGS_FILE = SANDBOX / "config" / "Ultralytics" / "settings.json"
+SETTINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
+previous = json.loads(SETTINGS_FILE.read_text()) if SETTINGS_FILE.exists() else {}
+SETTINGS_FILE.write_text(json.dumps({**previous, **SANDBOX_SETTINGS}))
 
-from ultralytics.utils import DATASETS_DIR, SETTINGS  # noqa: E402
+import ultralytics.nn.tasks as tasks  # noqa: E402
+from ultralytics.nn.modules import Conv  # noqa: E402
+from ultralytics.utils import DATASETS_DIR, LOGGER, NUM_THREADS, SETTINGS  # noqa: E402
 
 assert {k: SETTINGS[k] for k in SANDBOX_SETTINGS} == SANDBOX_SETTINGS, SETTINGS
 assert DATASETS_DIR == SANDBOX / "datasets", DATASETS_DIR
 
 YOLO_BIN = str(Path(sys.executable).with_name("yolo"))  # the installed console script of this environment
+MODEL_CLASSES = {  # Ultralytics' model class for each task
+    "detect": tasks.DetectionModel,
+    "segment": tasks.SegmentationModel,
+    "pose": tasks.PoseModel,
+    "obb": tasks.OBBModel,
+    "classify": tasks.ClassificationModel,
+}
+
+# Ultralytics sets PyTorch's thread count to NUM_THREADS whenever it selects the CPU in-process (train, val, predict),
+# so without a fixed value here a test's speed and numerics would depend on which tests ran before it.
+torch.set_num_threads(NUM_THREADS)
+THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_global_state():
+    """Fail a test that leaves global state changed (Conv.default_act, matplotlib's backend) and restore it; restore
+    PyTorch's thread count, which Ultralytics itself changes on purpose (see above)."""
+    act, backend, threads = Conv.default_act, _matplotlib_backend(), torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    leaked = []
+    if Conv.default_act is not act:
+        leaked.append(f"Conv.default_act {act} -> {Conv.default_act}")
+        Conv.default_act = act
+    if backend is not None and _matplotlib_backend() != backend:
+        import matplotlib
+
+        leaked.append(f"matplotlib backend {backend} -> {_matplotlib_backend()}")
+        matplotlib.use(backend)
+    assert not leaked, f"the test left global state changed: {leaked}"
+
+
+def _matplotlib_backend():
+    """matplotlib's backend, or None where no test has imported matplotlib yet (importing it here would cost ~1 s)."""
+    return sys.modules["matplotlib"].get_backend() if "matplotlib" in sys.modules else None
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module on one thread: many builds of small models, where a second thread gains little on 2 shared cores
+    and OpenMP's spinning threads lose a lot when the cores are busy. Restored for the modules after it."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(THREADS)
+
+
+# The fast set's sample of the stock-YAML sweeps: the families the plugin ships YAMLs for, one per task.
+STOCK_SAMPLE = {"yolov8.yaml", "yolo11.yaml", "yolo26.yaml", "yolo11-seg.yaml", "yolo26-pose.yaml", "yolo11-obb.yaml"}
+STOCK_SAMPLE |= {"yolo26-cls.yaml"}
+
+
+def sampled(paths: list, sample: set) -> list:
+    """Parameters for a sweep over `paths`: those named in `sample` run in the fast set, the others only with
+    `pytest -m exhaustive`.
+
+    Args:
+        paths (list): The files the sweep covers (Path objects).
+        sample (set): File names that stay in the fast set.
+
+    Returns:
+        (list): Each path, or a pytest.param carrying the `exhaustive` marker.
+    """
+    missing = sample - {p.name for p in paths}
+    assert not missing, f"the fast sample names files that do not exist: {sorted(missing)}"
+    return [p if p.name in sample else pytest.param(p, marks=pytest.mark.exhaustive) for p in paths]
+
+
+def logged(fn) -> list:
+    """Call `fn` and return the messages Ultralytics' logger emitted meanwhile."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    LOGGER.addHandler(handler)
+    try:
+        fn()
+    finally:
+        LOGGER.removeHandler(handler)
+    return [r.getMessage() for r in records]
 
 
 def run(args: list, cwd: Path, env: dict = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -84,3 +170,31 @@ def tiny_data() -> str:
 
     check_det_dataset("synth-shapes-tiny.yaml")
     return "synth-shapes-tiny.yaml"
+
+
+# The README's main job (`yolo train model=yolov8n-cot.yaml data=synth-shapes.yaml batch=16 device=cpu`) with only the
+# size of the job reduced: data, epochs and image size (workers=0 is what Ultralytics uses on CPU anyway).
+MAIN_JOB = ["train", "model=yolov8n-cot.yaml", "batch=16", "device=cpu", "epochs=1", "imgsz=64", "workers=0"]
+
+
+@pytest.fixture(scope="session")
+def main_job(tmp_path_factory, tiny_data) -> tuple:
+    """Run the README's main job once with the stock `yolo` command, from an empty working directory, offline, plots
+    on (Ultralytics' default). An absolute project folder: under pytest (PYTEST_CURRENT_TEST is inherited by the
+    subprocess) Ultralytics would put a relative/default one under site-packages/tests/tmp/runs, not under runs_dir.
+
+    Returns:
+        (tuple): The working directory, the run folder and the command's output (stdout and stderr).
+    """
+    root = tmp_path_factory.mktemp("main_job")
+    work, run_dir = root / "work", root / "runs" / "main"
+    work.mkdir()
+    out = run([YOLO_BIN, *MAIN_JOB, f"data={tiny_data}", f"project={run_dir.parent}", "name=main"], work, timeout=600)
+    return work, run_dir, out.stdout + out.stderr
+
+
+def pytest_unconfigure(config):
+    """Remove the sandbox (settings, data sets, runs) of this test session."""
+    import shutil
+
+    shutil.rmtree(SANDBOX, ignore_errors=True)

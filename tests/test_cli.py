@@ -1,10 +1,13 @@
 """End to end through the real interfaces: the start-up hook, the stock `yolo` command, the Python API, reloads."""
 
+import re
 import site
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from conftest import YOLO_BIN, run
 from ultralytics import YOLO
 from ultralytics.data.utils import check_det_dataset
@@ -14,8 +17,6 @@ from yolo_attn import CoordAtt
 from yolo_attn.lookup import shipped_dir
 
 PY = sys.executable
-TRAIN_ARGS = {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "plots": False, "device": "cpu", "exist_ok": True}
-TRAIN = [f"{k}={v}" for k, v in TRAIN_ARGS.items()]
 
 
 def test_startup_hook_is_installed_and_imports_neither_torch_nor_ultralytics(tmp_path):
@@ -26,11 +27,10 @@ def test_startup_hook_is_installed_and_imports_neither_torch_nor_ultralytics(tmp
     assert out.stdout.split() == ["True", "False", "False"]
 
 
-@pytest.mark.parametrize("flag, expected", [(None, "yolo_attn.registry"), ("0", "ultralytics.nn.tasks")])
-def test_autoload_activates_on_ultralytics_import_and_env_var_disables_it(tmp_path, flag, expected):
+def test_autoload_activates_on_ultralytics_import(tmp_path):
+    # YOLO_ATTN_AUTOLOAD=0 leaving the parser stock: tests/test_load_hint.py.
     code = "import ultralytics.nn.tasks as t; print(t.parse_model.__module__)"
-    out = run([PY, "-c", code], tmp_path, env={"YOLO_ATTN_AUTOLOAD": flag} if flag else None)
-    assert out.stdout.split()[-1] == expected
+    assert run([PY, "-c", code], tmp_path).stdout.split()[-1] == "yolo_attn.registry"
 
 
 def test_operator_module_imported_first_still_registers(tmp_path):
@@ -54,44 +54,48 @@ def test_spawned_worker_processes_have_the_plugin(tmp_path):
     assert run([PY, str(script)], tmp_path).stdout.split()[-1] == "CoordAtt"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_data):
-    """Train yolov8n-ca for one tiny epoch with the stock `yolo` command, from a directory outside the repo."""
-    work = tmp_path_factory.mktemp("cli")
-    run([YOLO_BIN, "train", "model=yolov8n-ca.yaml", f"data={tiny_data}", f"project={work}", "name=ca", *TRAIN], work)
-    best = work / "ca" / "weights" / "best.pt"
-    assert best.is_file()
-    return work, best
-
-
-def test_yolo_val_and_predict_commands(trained, tiny_data):
-    work, best = trained
+def test_yolo_val_and_predict_commands(main_job, tiny_data, tmp_path):
+    """`yolo val` scores every image and object of the val split; `yolo predict` saves the Python API's detections."""
+    _, run_dir, _ = main_job
+    best = run_dir / "weights" / "best.pt"
     val = [YOLO_BIN, "val", f"model={best}", f"data={tiny_data}", "imgsz=64", "batch=8", "plots=False"]
-    out = run([*val, f"project={work}", "name=val"], work)  # an explicit project keeps runs out of site-packages
-    assert "all" in out.stdout + out.stderr  # the metrics table row over all classes
-    image = next(Path(check_det_dataset(tiny_data)["val"]).glob("*.jpg"))
-    predict = [YOLO_BIN, "predict", f"model={best}", f"source={image}", "imgsz=64", "save=False"]
-    out = run([*predict, f"project={work}", "name=predict"], work)
-    assert "64x64" in out.stdout + out.stderr or "inference" in out.stdout + out.stderr
+    out = run([*val, f"project={tmp_path}", "name=val"], tmp_path)  # a project folder: runs stay out of site-packages
+    images = sorted(Path(check_det_dataset(tiny_data)["val"]).glob("*.jpg"))
+    n_objects = sum(len(Path(str(p.with_suffix(".txt")).replace("/images/", "/labels/")).read_text().splitlines())
+                    for p in images)  # fmt: skip
+    row = re.search(r"^\s+all\s+(\d+)\s+(\d+)\s", out.stdout + out.stderr, re.MULTILINE)  # the metrics row
+    assert row and (int(row[1]), int(row[2])) == (len(images), n_objects), (out.stdout + out.stderr)[-2000:]
+
+    args = [f"model={best}", f"source={images[0]}", "imgsz=64", "conf=0.0", "save=False", "save_txt=True"]
+    run([YOLO_BIN, "predict", *args, "save_conf=True", f"project={tmp_path}", "name=predict"], tmp_path)
+    saved = np.loadtxt(tmp_path / "predict" / "labels" / f"{images[0].stem}.txt", ndmin=2)  # cls x y w h conf
+    boxes = YOLO(best).predict(images[0], imgsz=64, conf=0.0, device="cpu", verbose=False)[0].boxes
+    expected = np.concatenate([np.asarray(t).reshape(len(boxes), -1) for t in (boxes.cls, boxes.xywhn, boxes.conf)], 1)
+    assert len(expected) > 0 and saved.shape == expected.shape
+    diff = np.abs(saved[:, None] - expected[None]).max(-1)  # saved rows x expected rows (6 significant digits saved)
+    assert diff.min(0).max() <= 1e-4 and diff.min(1).max() <= 1e-4, "the saved detections differ from the API's"
 
 
 @pytest.mark.parametrize("env", [{"ULTRALYTICS_SAFE_LOAD": "1"}, {"YOLO_ATTN_AUTOLOAD": "0"}])
-def test_checkpoint_reloads_in_fresh_process(trained, env):
-    work, best = trained
+def test_checkpoint_reloads_in_fresh_process(main_job, env, tmp_path):
+    _, run_dir, _ = main_job
     code = (
         "import sys, torch; from ultralytics import YOLO; m = YOLO(sys.argv[1]);"
-        "names = {type(x).__name__ for x in m.model.modules()}; assert 'CoordAtt' in names, names;"
+        "names = {type(x).__name__ for x in m.model.modules()}; assert 'CoTAttention' in names, names;"
         "print(m.model.eval()(torch.rand(1, 3, 64, 96))[0].shape)"
     )
-    out = run([PY, "-c", code, best], work, env=env)
+    out = run([PY, "-c", code, run_dir / "weights" / "best.pt"], tmp_path, env=env)
     assert "torch.Size([1, 11, 126])" in out.stdout  # 4 box + 7 class rows, 126 anchors at 64x96
 
 
-def test_python_api_trains_yolo11_ca(tmp_path, tiny_data):
+def test_python_api_builds_yolo11_ca():
     model = YOLO("yolo11n-ca.yaml")
-    model.train(data=tiny_data, project=str(tmp_path), name="api", **TRAIN_ARGS)
-    assert sum(isinstance(m, CoordAtt) for m in model.model.modules()) == 3
-    assert (tmp_path / "api" / "weights" / "last.pt").is_file()
+    attention = [m for m in model.model.model if isinstance(m, CoordAtt)]
+    assert len(attention) == 3 and model.task == "detect"
+    for m in attention:  # each CoordAtt keeps the channels of the C3k2 before it
+        assert m.attn_h.out_channels == m.squeeze.conv.in_channels == model.model.model[m.i - 1].cv2.conv.out_channels
+    with torch.no_grad():
+        assert model.model.eval()(torch.rand(1, 3, 64, 96))[0].shape == (1, 84, 126)
 
 
 def test_local_yaml_takes_precedence_over_shipped(tmp_path, monkeypatch):

@@ -3,15 +3,14 @@ Ultralytics' `compile=True`.
 
 Inductor takes 10-40 s per operator to compile on a 2-core CPU, so the per-operator test captures the graphs with the
 `aot_eager` backend: Dynamo's full-graph capture and AOT Autograd's forward/backward split (the custom backward
-functions included), which is what `fullgraph=True` checks. The `yolo` tests run Inductor on a whole model.
+functions included), which is what `fullgraph=True` checks. The `yolo` tests run Inductor on a whole model: minutes of
+C++ compilation on a 2-core CPU, so they carry the `exhaustive` marker (`pytest -m exhaustive`).
 """
-
-import os
 
 import pytest
 import torch
 from conftest import YOLO_BIN, run
-from test_export import ALL_OPS_YAML
+from helpers import ALL_OPS_YAML
 from ultralytics import YOLO
 from ultralytics.utils import ASSETS
 
@@ -22,17 +21,19 @@ COMPILED = "starting torch.compile"
 UNCOMPILED = ("continuing uncompiled", "torch.compile failed")  # Ultralytics' words when it falls back to eager
 
 
+# The fast set captures each attention operator; the CSP blocks (CoT inside) and AttnConv's FFN with
+# `pytest -m exhaustive`.
 @pytest.mark.parametrize(
     "make",
     [
         CoTAttention,
         AttnConv,
-        lambda c1, c2: AttnConv(c1, c2, kernel_sizes=[3, 5], ffn_ratio=2.0),
         CoordAtt,
-        lambda c1, c2: C2f_CoT(c1, c2, 1, True),
-        lambda c1, c2: C3k2_CoT(c1, c2, 1, True),
+        pytest.param(lambda c1, c2: AttnConv(c1, c2, kernel_sizes=[3, 5], ffn_ratio=2.0), marks=pytest.mark.exhaustive),
+        pytest.param(lambda c1, c2: C2f_CoT(c1, c2, 1, True), marks=pytest.mark.exhaustive),
+        pytest.param(lambda c1, c2: C3k2_CoT(c1, c2, 1, True), marks=pytest.mark.exhaustive),
     ],
-    ids=["CoTAttention", "AttnConv", "AttnConv-ffn", "CoordAtt", "C2f_CoT", "C3k2_CoT"],
+    ids=["CoTAttention", "AttnConv", "CoordAtt", "AttnConv-ffn", "C2f_CoT", "C3k2_CoT"],
 )
 def test_operator_compiles_as_one_graph_for_training_and_inference(make):
     torch.manual_seed(0)
@@ -53,12 +54,9 @@ def test_operator_compiles_as_one_graph_for_training_and_inference(make):
         torch.testing.assert_close(compiled(x), m(x), atol=1e-5, rtol=1e-5)
 
 
-# Inductor on a 2-core CPU: yolov8n-cot trains compiled in a few minutes; the every-operator detector takes about 15
-# (train, CLI predict and this parity check, measured), so it runs only with YOLO_ATTN_SLOW_TESTS=1.
-SLOW = pytest.mark.skipif(not os.environ.get("YOLO_ATTN_SLOW_TESTS"), reason="set YOLO_ATTN_SLOW_TESTS=1 (~15 min)")
-
-
-@pytest.fixture(scope="module", params=["yolov8n-cot.yaml", pytest.param("yolov8n-allops.yaml", marks=SLOW)])
+# Inductor on a 2-core CPU with its cache empty: yolov8n-cot trains compiled in a few minutes; the every-operator
+# detector takes about 15 (train, CLI predict and this parity check, measured).
+@pytest.fixture(scope="module", params=["yolov8n-cot.yaml", "yolov8n-allops.yaml"])
 def compiled_run(request, tmp_path_factory, tiny_data):
     """`yolo train ... compile=True` of a shipped CoT model, or of the every-operator detector: its folder and log."""
     work = tmp_path_factory.mktemp("compile")
@@ -69,12 +67,14 @@ def compiled_run(request, tmp_path_factory, tiny_data):
     return work, out.stdout + out.stderr
 
 
+@pytest.mark.exhaustive
 def test_yolo_train_with_compile(compiled_run):
     work, log = compiled_run
     assert COMPILED in log and not any(s in log for s in UNCOMPILED), log[-3000:]
     assert (work / "train" / "weights" / "best.pt").is_file()
 
 
+@pytest.mark.exhaustive
 def test_predict_with_compile_matches_eager(compiled_run):
     """`predict(compile=True)` (the Python API; `yolo predict compile=True` calls it) runs the trained model compiled
     by Inductor, and the compiled network gives the eager network's outputs on the image it predicted."""

@@ -10,20 +10,15 @@ from copy import deepcopy
 import pytest
 import torch
 import ultralytics.nn.tasks as tasks
+from conftest import MODEL_CLASSES
 from ultralytics.nn.tasks import guess_model_task
 
 from yolo_attn.lookup import shipped_dir
 from yolo_attn.registry import LayerError, _is_plugin_row, _n_supplied, plugin_modules
 
-N_MUTATIONS = 400
+N_MUTATIONS = 400  # the exhaustive run; the fast set checks the first FAST_MUTATIONS of the same seeded sequence
+FAST_MUTATIONS = 20
 YAMLS = sorted(shipped_dir("model_yamls").glob("*.yaml"))
-MODELS = {
-    "detect": tasks.DetectionModel,
-    "segment": tasks.SegmentationModel,
-    "pose": tasks.PoseModel,
-    "obb": tasks.OBBModel,
-    "classify": tasks.ClassificationModel,
-}
 NAMES = [*plugin_modules(), "Conv", "C2f", "C3k2", "SPPF", "Concat", "NoSuchModule"]
 VALUES = [True, False, 0, -1, 1, 3, 7, 16, 2.5, 0.5, None, "x", "None", "False", "3", [1, 2], [], {"a": 1}]
 
@@ -73,34 +68,31 @@ def _says_what_it_builds(model: torch.nn.Module, d: dict) -> list:
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_mutated_yamls_build_and_run_or_name_their_row():
+@pytest.mark.usefixtures("one_thread")  # tiny models: one thread is ~10x faster than two fighting over a shared CPU
+@pytest.mark.parametrize("n_mutations", [FAST_MUTATIONS, pytest.param(N_MUTATIONS, marks=pytest.mark.exhaustive)])
+def test_mutated_yamls_build_and_run_or_name_their_row(n_mutations):
     rng = random.Random(0)
     bases = {path.name: tasks.yaml_model_load(str(path)) for path in YAMLS}
     tally, bad = Counter(), []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is ~10x faster than two fighting over a shared CPU
-    try:
-        for _ in range(N_MUTATIONS):
-            name = rng.choice(sorted(bases))
-            d = {**deepcopy(bases[name]), "scale": "n"}
-            what = _mutate(d, rng)
-            rows = [*d["backbone"], *d["head"]]
-            if not any(_is_plugin_row(row, plugin_modules()) for row in rows):
-                tally["no plugin row left (the stock parser's own business): skipped"] += 1
-                continue
-            try:
-                model = MODELS[guess_model_task(deepcopy(d))](deepcopy(d), verbose=False).eval()
-                with torch.no_grad():
-                    model(torch.rand(1, 3, 64, 64))
-            except Exception as e:
-                tally[f"rejected, {type(e).__name__}"] += 1
-                if not isinstance(e, LayerError) and "layer" not in str(e).lower():
-                    bad.append(f"{name}, {what}: {type(e).__name__} without a row: {e}")
-                continue
-            tally["built and ran"] += 1
-            bad += [f"{name}, {what}: {w}" for w in _says_what_it_builds(model, d)]
-    finally:
-        torch.set_num_threads(threads)
-    summary = f"{N_MUTATIONS} mutations: " + ", ".join(f"{k}: {v}" for k, v in sorted(tally.items()))
+    for _ in range(n_mutations):
+        name = rng.choice(sorted(bases))
+        d = {**deepcopy(bases[name]), "scale": "n"}
+        what = _mutate(d, rng)
+        rows = [*d["backbone"], *d["head"]]
+        if not any(_is_plugin_row(row, plugin_modules()) for row in rows):
+            tally["no plugin row left (the stock parser's own business): skipped"] += 1
+            continue
+        try:
+            model = MODEL_CLASSES[guess_model_task(deepcopy(d))](deepcopy(d), verbose=False).eval()
+            with torch.no_grad():
+                model(torch.rand(1, 3, 64, 64))
+        except Exception as e:
+            tally[f"rejected, {type(e).__name__}"] += 1
+            if not isinstance(e, LayerError) and "layer" not in str(e).lower():
+                bad.append(f"{name}, {what}: {type(e).__name__} without a row: {e}")
+            continue
+        tally["built and ran"] += 1
+        bad += [f"{name}, {what}: {w}" for w in _says_what_it_builds(model, d)]
+    summary = f"{n_mutations} mutations: " + ", ".join(f"{k}: {v}" for k, v in sorted(tally.items()))
     print(f"\n{summary}")
     assert not bad, summary + "\n" + "\n".join(bad[:10])

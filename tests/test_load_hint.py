@@ -80,13 +80,16 @@ def test_safe_load_with_hook_off_names_the_plugin_and_what_to_do(tmp_path, check
     assert "PLUGIN-IMPORTED False" in log  # naming it did not activate it
 
 
-@pytest.mark.parametrize("imports", [["yolo_attn"], ["ultralytics.nn.tasks", "yolo_attn"]])
+@pytest.mark.parametrize(
+    "imports", [["yolo_attn"], pytest.param(["ultralytics.nn.tasks", "yolo_attn"], marks=pytest.mark.exhaustive)]
+)
 def test_safe_load_with_hook_off_after_import_yolo_attn_loads(tmp_path, checkpoints, imports):
     # Before and after Ultralytics: the plugin's own finder and the hint's must compose, not call each other forever.
     log = load(tmp_path, SAFE_OFF, checkpoints["plugin"], imports=imports)
     assert "LOADED ['C2f', 'CoordAtt']" in log, log
 
 
+@pytest.mark.exhaustive
 def test_other_loads_with_hook_off_are_ultralytics_own(tmp_path, checkpoints):
     stock, corrupt = checkpoints["stock"], checkpoints["corrupt"]
     default, safe = load(tmp_path, OFF, stock, corrupt), load(tmp_path, SAFE_OFF, stock, corrupt)

@@ -2,29 +2,18 @@
 
 It runs through the real `yolo` command in a fresh interpreter from an empty working directory, offline, with plots on
 (Ultralytics' default): plotting looks for Arial.ttf and, offline, fails to download it and falls back to PIL's
-default font, so training must still finish and write its plots.
+default font, so training must still finish and write its plots. The run is conftest's `main_job` fixture, which
+tests/test_cli.py also validates, predicts with and reloads.
 """
 
 import csv
 
-from conftest import YOLO_BIN, run
 
-# The README command with only the size of the job reduced: data, epochs and image size (workers=0 is what
-# Ultralytics uses on CPU anyway). An absolute project folder: under pytest (PYTEST_CURRENT_TEST is inherited by the
-# subprocess) Ultralytics would put a relative/default one under site-packages/tests/tmp/runs, not under runs_dir.
-MAIN_JOB = ["train", "model=yolov8n-cot.yaml", "batch=16", "device=cpu"]
-TINY = ["epochs=1", "imgsz=64", "workers=0"]
-
-
-def test_main_job_trains_offline_with_progress_metrics_plots_and_weights(tmp_path, tiny_data):
-    work, runs = tmp_path / "work", tmp_path / "runs"
-    work.mkdir()
-    out = run([YOLO_BIN, *MAIN_JOB, f"data={tiny_data}", *TINY, f"project={runs}", "name=main"], work, timeout=300)
-    log = out.stdout + out.stderr
+def test_main_job_trains_offline_with_progress_metrics_plots_and_weights(main_job):
+    work, run_dir, log = main_job
     assert "mAP50-95" in log and "all" in log  # the usual metrics table
     assert "1/1" in log  # the epoch progress bar
 
-    run_dir = runs / "main"
     with open(run_dir / "results.csv", newline="") as f:
         rows = [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
     assert len(rows) == 1 and rows[0]["epoch"] == "1"

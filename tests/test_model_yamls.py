@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import ultralytics
-from conftest import outputs
+from conftest import MODEL_CLASSES, outputs, sampled
 from ultralytics import YOLO
 from ultralytics.nn.tasks import parse_model, yaml_model_load
 from ultralytics.utils import YAML
@@ -30,6 +30,11 @@ STOCK_DIR = Path(ultralytics.__file__).parent / "cfg" / "models"
 SCALES = "nsmlx"
 VARIANTS = ("ca", "cot", "attnconv", "ca-neck", "cot-neck", "attnconv-neck")
 TASKS = ("seg", "pose", "obb", "cls")
+pytestmark = pytest.mark.usefixtures("one_thread")
+# The builds in the fast set: the channel-kept layers at every scale of a full YAML, and one YAML by reference per task
+# (at n and s); the other shipped YAMLs with `pytest -m exhaustive`.
+BUILD_SAMPLE = {"yolov8-ca.yaml", "yolo26-cot.yaml", "yolo11-seg-ca.yaml"}
+BUILD_SAMPLE |= {"yolo26-pose-cot.yaml", "yolo11-obb-ca.yaml", "yolo26-cls-cot.yaml"}
 EXPECTED = (
     {f"{family}-{variant}.yaml" for family in ("yolov8", "yolo11", "yolo26") for variant in VARIANTS}
     | {"yolov8-c2f-cot.yaml", "yolo11-c3k2-cot.yaml", "yolo26-c3k2-cot.yaml"}
@@ -59,14 +64,7 @@ def model_class(path: Path) -> type:
     """Return the Ultralytics model class for a YAML's task."""
     from ultralytics.nn import tasks
 
-    task = tasks.guess_model_task(load(path))
-    return {
-        "detect": tasks.DetectionModel,
-        "segment": tasks.SegmentationModel,
-        "pose": tasks.PoseModel,
-        "obb": tasks.OBBModel,
-        "classify": tasks.ClassificationModel,
-    }[task]
+    return MODEL_CLASSES[tasks.guess_model_task(load(path))]
 
 
 def strip_plugin(rows: list) -> list:
@@ -141,16 +139,6 @@ def stock_channels(stock: Path, scale: str) -> list:
         return layer_channels(layers.eval(), torch.zeros(1, 3, 32, 32))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Build on one thread: ~70 builds of small ops, where a second thread gains little on 2 shared cores and
-    OpenMP's spinning threads lose a lot when the cores are busy. Restored for the test modules after this one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_every_planned_yaml_is_shipped():
     assert EXPECTED <= {p.name for p in YAMLS}, f"missing: {sorted(EXPECTED - {p.name for p in YAMLS})}"
 
@@ -183,7 +171,7 @@ def test_starts_with_comment_block(path):
     assert any("Usage:" in line and scaled in line for line in block), f"usage line should name {scaled}"
 
 
-@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sampled(YAMLS, BUILD_SAMPLE), ids=lambda p: p.name)
 def test_builds_at_every_scale_with_channels_kept(path):
     d = load(path)
     names = [m for _, _, m, _ in d["backbone"] + d["head"]]
@@ -205,7 +193,7 @@ def test_builds_at_every_scale_with_channels_kept(path):
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (96, 160)], ids=["square", "rect"])
-@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sampled(YAMLS, BUILD_SAMPLE), ids=lambda p: p.name)
 def test_forward_shapes_as_stock(path, shape):
     x = torch.rand(1, 3, *shape)
     with torch.no_grad():

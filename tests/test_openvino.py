@@ -4,13 +4,14 @@ Every file in model_yamls/ (those written by reference with `base:` included, ev
 exported with the Python API at a fixed size, compiled from the exported .xml with `openvino.Core` on the CPU at
 `INFERENCE_PRECISION_HINT=f32` (set explicitly: OpenVINO's default on CPUs with bf16 support is bf16, which moves the
 boxes of an untrained model by pixels; see README), and compared with the PyTorch model under test_export.py's parity
-bound, max|Δ| <= 1e-3 * max|y| + 1e-4 per output block.
+bound, max|Δ| <= 1e-3 * max|y| + 1e-4 per output block. The every-operator detector runs in the fast set; every
+shipped YAML carries the `exhaustive` marker.
 
 The models are untrained. So that a wrong operator shows in the outputs, every norm gets random affine parameters
 (conftest.randomise_norms), the BatchNorm statistics are those of the test photos, and the class logits are centred
 (untrained heads put every class score near its prior, 1e-4, where the sigmoid is flat). Each test first checks in
 PyTorch that a 1 % error in the output of any plugin layer breaks the parity bound, then checks the OpenVINO model.
-test_export.make_checkpoint does the same more thoroughly, but costs 5-15 s a model on two cores; this costs < 0.5 s.
+helpers.make_checkpoint does the same more thoroughly, but costs 5-15 s a model on two cores; this costs < 0.5 s.
 """
 
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import outputs, randomise_norms
-from test_export import ALL_OPS_YAML, IMGSZ, OTHER_SIZES, assert_close, export, images, reference, scale_n
+from helpers import ALL_OPS_YAML, IMGSZ, OTHER_SIZES, assert_close, export, images, reference, scale_n
 from torch import nn
 from ultralytics import YOLO
 from ultralytics.nn.modules import Classify
@@ -101,6 +102,7 @@ def compile_f32(core, folder: Path):
     return compiled
 
 
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("yaml", YAMLS, ids=lambda p: p.stem)
 def test_shipped_yaml_openvino_matches_pytorch_f32(tmp_path, core, yaml):
     cfg = scale_n(yaml)

@@ -1,10 +1,17 @@
-"""Every task end to end through the `yolo` command: a plugin YAML trains one epoch on its tiny synthetic data from an
-empty directory, its checkpoint reloads in a fresh process for `yolo val`, and YOLO26 keeps its end-to-end head."""
+"""Every task end to end: a plugin YAML trains one epoch on its tiny synthetic data with the `yolo` command from an
+empty directory, validating its best checkpoint over the whole val split at the end of the run, reloads and predicts
+through the Python API, and YOLO26 keeps its end-to-end head. `pytest -m exhaustive` adds `yolo val` of each
+checkpoint in a fresh process."""
+
+import re
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import SANDBOX, YOLO_BIN, run
+from conftest import YOLO_BIN, run
 from ultralytics import YOLO
+from ultralytics.data.utils import check_cls_dataset, check_det_dataset
+from ultralytics.nn.tasks import DetectionModel
 
 FAST = ["epochs=1", "batch=8", "workers=0", "plots=False", "amp=False", "device=cpu", "pretrained=False"]
 TASKS = {  # task: (plugin YAML, tiny data set, image size)
@@ -14,30 +21,86 @@ TASKS = {  # task: (plugin YAML, tiny data set, image size)
     "obb": ("yolo11n-obb-ca.yaml", "synth-shapes-obb-tiny.yaml", 64),
     "classify": ("yolo26n-cls-cot.yaml", "synth-shapes-cls-tiny", 64),
 }
+RESULT = {"detect": "boxes", "segment": "masks", "pose": "keypoints", "obb": "obb", "classify": "probs"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """`yolo train` of a task's plugin YAML from an empty directory, once per task: (project folder, best.pt, log)."""
+    done = {}
+
+    def train(task: str) -> tuple:
+        if task not in done:
+            model, data, imgsz = TASKS[task]
+            project, cwd = tmp_path_factory.mktemp(f"{task}-runs"), tmp_path_factory.mktemp(f"{task}-cwd")
+            out = run([YOLO_BIN, "train", f"model={model}", f"data={data}", f"imgsz={imgsz}", *FAST,
+                       f"project={project}", "name=train"], cwd=cwd)  # fmt: skip
+            assert not any(cwd.iterdir()), "a run from an empty directory must leave it empty"
+            summary = [line for line in (out.stdout + out.stderr).splitlines() if "yolo_attn." in line]
+            assert summary, "the model summary rows must show the plugin layers"
+            done[task] = project, project / "train" / "weights" / "best.pt", out.stdout + out.stderr
+        return done[task]
+
+    return train
+
+
+def val_split(task: str, data: str) -> tuple:
+    """(number of images, number of labelled objects) of the val split, counted from the files."""
+    if task == "classify":
+        images = list(Path(check_cls_dataset(data)["val"]).rglob("*.jpg"))
+        return len(images), len(images)  # one object per crop
+    images = sorted(Path(check_det_dataset(data)["val"]).glob("*.jpg"))
+    labels = [Path(str(p.with_suffix(".txt")).replace("/images/", "/labels/")) for p in images]
+    return len(images), sum(len(f.read_text().splitlines()) for f in labels if f.is_file())
+
+
+def check_val_log(task: str, data: str, log: str) -> None:
+    """Check that a validation scored every image (and every labelled object) of the val split."""
+    if task == "classify":  # "all  top1  top5": accuracies over the whole split
+        top1, top5 = map(float, re.search(r"^\s+all\s+([\d.]+)\s+([\d.]+)\s*$", log, re.MULTILINE).groups())
+        assert 0 <= top1 <= top5 <= 1
+    else:  # "all  images  instances  P  R  mAP50  mAP50-95 ...": every val image and labelled object was scored
+        row = re.search(r"^\s+all\s+(\d+)\s+(\d+)((?:\s+[\d.]+)+)\s*$", log, re.MULTILINE)
+        assert row, log[-2000:]
+        assert (int(row[1]), int(row[2])) == val_split(task, data)
+        assert all(0 <= float(v) <= 1 for v in row[3].split())
+
+
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("task", TASKS)
+def test_yolo_val_in_fresh_process(task, trained, tmp_path):
+    model, data, imgsz = TASKS[task]
+    project, best, _ = trained(task)
+    val = run([YOLO_BIN, "val", f"model={best}", f"data={data}", f"imgsz={imgsz}", "batch=8", "workers=0",
+               "plots=False", "device=cpu", f"project={project}", "name=val"], cwd=tmp_path)  # fmt: skip
+    check_val_log(task, data, val.stdout + val.stderr)
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_train_reload_val(task, tmp_path):
+def test_train_val_reload_predict(task, trained):
     model, data, imgsz = TASKS[task]
-    project = SANDBOX / "tasks"
-    out = run([YOLO_BIN, "train", f"model={model}", f"data={data}", f"imgsz={imgsz}", *FAST,
-               f"project={project}", f"name={task}", "exist_ok=True"], cwd=tmp_path)  # fmt: skip
-    assert not any(tmp_path.iterdir()), "a run from an empty directory must leave it empty"
-    assert "yolo_attn." in out.stdout + out.stderr  # the summary rows show the plugin layers
-    best = project / task / "weights" / "best.pt"
-    val = run([YOLO_BIN, "val", f"model={best}", f"data={data}", f"imgsz={imgsz}", "batch=8", "workers=0",
-               "plots=False", "device=cpu", f"project={project}", f"name={task}-val"], cwd=tmp_path)  # fmt: skip
-    assert "all" in val.stdout + val.stderr or "top1_acc" in val.stdout + val.stderr
+    _, best, log = trained(task)
+    assert "Validating" in log and str(best) in log  # the run validates its best checkpoint at the end
+    check_val_log(task, data, log)
 
     loaded = YOLO(best)
     assert loaded.task == task
     assert any(type(m).__module__.startswith("yolo_attn.") for m in loaded.model.modules())
+    image = next(Path(check_det_dataset("synth-shapes-tiny.yaml")["val"]).glob("*.jpg"))
+    (result,) = loaded.predict(image, imgsz=imgsz, conf=0.0, device="cpu", verbose=False)
+    got = getattr(result, RESULT[task])
+    assert got is not None and len(got) > 0, f"{task}: no {RESULT[task]} predicted at conf=0"
+    if task == "classify":
+        torch.testing.assert_close(got.data.sum(), torch.tensor(1.0))
+        assert got.data.shape == (7,)
+    else:
+        assert result.orig_shape == (imgsz * 2, imgsz * 2)  # synth-shapes-tiny images are 128 px
+        if task == "pose":
+            assert got.data.shape[1:] == (5, 3)  # the data set's kpt_shape
 
 
-def test_yolo26_keeps_the_stock_end_to_end_head(tmp_path):
-    best = SANDBOX / "tasks" / "detect" / "weights" / "best.pt"
-    if not best.exists():
-        pytest.skip("needs the detect run of test_train_reload_val")
+def test_yolo26_keeps_the_stock_end_to_end_head(trained):
+    _, best, _ = trained("detect")
     model, data, imgsz = TASKS["detect"]
     fresh, stock = YOLO(model).model, YOLO("yolo26n.yaml").model
     head, stock_head = fresh.model[-1], stock.model[-1]
@@ -49,10 +112,11 @@ def test_yolo26_keeps_the_stock_end_to_end_head(tmp_path):
         with torch.no_grad():
             assert fresh.eval()(x)[0].shape == stock.eval()(x)[0].shape
 
-    # A trained checkpoint predicts and reloads exactly as a stock YOLO26 trained the same way.
-    run([YOLO_BIN, "train", "model=yolo26n.yaml", f"data={data}", f"imgsz={imgsz}", *FAST,
-         f"project={SANDBOX / 'tasks'}", "name=detect-stock", "exist_ok=True"], cwd=tmp_path)  # fmt: skip
-    ours, theirs = YOLO(best), YOLO(SANDBOX / "tasks" / "detect-stock" / "weights" / "best.pt")
-    assert ours.model.end2end == theirs.model.end2end
-    results = [m.predict(x, imgsz=64, conf=0.0, device="cpu", verbose=False)[0] for m in (ours, theirs)]
-    assert results[0].boxes.data.shape == results[1].boxes.data.shape
+    # The trained checkpoint keeps the one-to-one branch and, in either mode, outputs what a stock YOLO26 outputs.
+    ours = YOLO(best).model.float().eval()
+    stock = DetectionModel("yolo26n.yaml", nc=ours.nc, verbose=False).eval()  # the data set's class count
+    assert ours.model[-1].one2one_cv2 is not None and type(ours.model[-1]) is type(stock_head)
+    for mode in (True, False):
+        ours.end2end = stock.end2end = mode
+        with torch.no_grad():
+            assert ours(x)[0].shape == stock(x)[0].shape

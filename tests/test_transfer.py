@@ -1,32 +1,18 @@
 """Pretrained weights survive insertion: every stock item transfers into plugin models (API and `yolo` command), the
 identity start (`layer_scale: 0.0`) predicts and validates exactly as stock, fine-tunes resume and reload safely."""
 
-import logging
 import re
+import sys
 from pathlib import Path
 
 import cv2
 import pytest
 import torch
-from conftest import SANDBOX, YOLO_BIN, outputs, run
+from conftest import SANDBOX, YOLO_BIN, logged, outputs, randomise_norms, run
 from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
-from ultralytics.utils import LOGGER
 
 FAST = ["imgsz=64", "batch=8", "workers=0", "plots=False", "amp=False", "device=cpu", "val=True"]
-
-
-def logged(fn) -> list:
-    """Call `fn` and return the messages Ultralytics' logger emitted meanwhile."""
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    LOGGER.addHandler(handler)
-    try:
-        fn()
-    finally:
-        LOGGER.removeHandler(handler)
-    return [r.getMessage() for r in records]
 
 
 def transferred(messages: list) -> tuple:
@@ -36,12 +22,15 @@ def transferred(messages: list) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def stock_pt(tiny_data) -> Path:
-    """A stock YOLO11n checkpoint trained one epoch on the tiny data (its class count, real BN statistics)."""
-    project = SANDBOX / "transfer"
-    run([YOLO_BIN, "train", "model=yolo11n.yaml", f"data={tiny_data}", "epochs=1", "pretrained=False", *FAST,
-         f"project={project}", "name=stock", "exist_ok=True"], cwd=SANDBOX)  # fmt: skip
-    return project / "stock" / "weights" / "last.pt"
+def stock_pt(tmp_path_factory) -> Path:
+    """A stock YOLO11n checkpoint of the tiny data's class count, with random BN statistics and affine parameters (so
+    a weight or norm landing in the wrong layer shows in the outputs), saved as Ultralytics saves checkpoints."""
+    torch.manual_seed(0)
+    model = YOLO("yolo11n.yaml")
+    model.model = randomise_norms(DetectionModel("yolo11n.yaml", nc=7, verbose=False))
+    path = tmp_path_factory.mktemp("stock") / "yolo11n-stock.pt"
+    model.save(path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -154,10 +143,11 @@ def test_yolo_train_from_stock_weights_transfers_all_and_starts_at_stock(stock_p
     # The fine-tuned checkpoint reloads in a fresh process under restricted (weights_only) loading.
     best = project / "ft" / "weights" / "best.pt"
     script = f"from ultralytics import YOLO; m = YOLO({str(best)!r}); print(m.model.yaml['layer_map'].count(None))"
-    reload = run(["python", "-c", script], cwd=SANDBOX, env={"ULTRALYTICS_SAFE_LOAD": "1"})
+    reload = run([sys.executable, "-c", script], cwd=SANDBOX, env={"ULTRALYTICS_SAFE_LOAD": "1"})
     assert reload.stdout.strip().splitlines()[-1] == "4"
 
 
+@pytest.mark.exhaustive
 def test_fine_tune_resumes(stock_pt, identity_yaml, tiny_data):
     project = SANDBOX / "transfer"
 

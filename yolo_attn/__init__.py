@@ -2,22 +2,25 @@
 
 Importing the package (which the `yolo_attn.pth` start-up hook does in every interpreter) is cheap: it imports
 neither torch nor Ultralytics. It arranges that the plugin registers itself with Ultralytics' model parser the
-moment `ultralytics.nn.tasks` is imported. The operators are loaded on first attribute access.
+moment `ultralytics.nn.tasks` is imported. The operators are loaded on first attribute access; their names come from
+the operator table (`yolo_attn.operators`).
 """
 
 from yolo_attn.autoload import activate
+from yolo_attn.operators import BUILTINS, EXPORTS
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "CoordAtt": "yolo_attn.coord_att",
-    "CoTAttention": "yolo_attn.cot",
-    "CoTBottleneck": "yolo_attn.cot",
-    "C2f_CoT": "yolo_attn.cot",
-    "C3k2_CoT": "yolo_attn.cot",
-    "AttnConv": "yolo_attn.attn_conv",
-    "register": "yolo_attn.registry",
-    "unregister": "yolo_attn.registry",
+    **{op.name: op.module for op in BUILTINS},
+    **EXPORTS,
+    "register": "yolo_attn.patches",
+    "unregister": "yolo_attn.patches",
+    "register_module": "yolo_attn.operators",
+    "RegistrationError": "yolo_attn.operators",
+    "RegistrationFailed": "yolo_attn.patches",
+    "attention_maps": "yolo_attn.maps",
+    "AttentionMap": "yolo_attn.maps",
 }
 
 __all__ = ["activate", *_LAZY]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from yolo_attn.layer_scale import layer_scale_parameter
+from yolo_attn.tracing import group_norm
 
 __all__ = ["AttnConv"]
 
@@ -160,8 +161,8 @@ class _ConvFFN(nn.Module):
         self.fc2 = nn.Conv2d(hidden, c, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fc2(self.dw(self.act(self.fc1(self.norm(x)))))
-        return x + (y if self.gamma is None else self.gamma * y)
+        y = self.fc2(self.dw(self.act(self.fc1(group_norm(self.norm, x)))))
+        return x + (y if self.gamma is None else self.gamma.view(-1, 1, 1) * y)
 
 
 class AttnConv(nn.Module):
@@ -284,13 +285,13 @@ class AttnConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the layer to `x` of shape (B, C, H, W); any B and any H, W >= 1. Returns (B, C, H, W)."""
-        t = self.norm(x)
+        t = group_norm(self.norm, x)
         groups = [group(t) for group in self.local_groups]  # each (B, g·d, H, W)
         if self.global_group is not None:
             groups.append(self.global_group(t))  # (B, g·d, H, W)
         y = self.proj(torch.cat(groups, dim=1))  # (B, C, H, W)
         if self.gamma is not None:
-            y = self.gamma * y
+            y = self.gamma.view(-1, 1, 1) * y
         if self.shortcut:
             y = x + y
         if self.ffn is not None:

@@ -7,8 +7,10 @@ only puts a finder on `sys.meta_path` that watches two kinds of import and regis
 - `yolo_attn.*`: an operator module imports Ultralytics, so when it is imported first, the parser is loaded while
   that operator is still half-defined; registration then waits until the operator module has finished.
 
-Imports run one way: `registry` imports this module (its `unregister()` calls `deactivate()`); this module imports
-`registry` only at the moment it registers, since importing it means importing torch and Ultralytics.
+This module imports no other plugin module at module level; at the moment it registers it calls
+`yolo_attn.patches.register_safely()`, and nothing imports this module back (`unregister()` removes the finder by its
+class name). Registration runs inside `import ultralytics.nn.tasks` of every interpreter, so no exception may escape
+from it: a failure leaves Ultralytics stock and is logged in one line.
 """
 
 import sys
@@ -43,24 +45,35 @@ class _RegisterOnImport:
                 self.plugin_imports_in_flight -= is_plugin
             if TARGET in sys.modules and not self.plugin_imports_in_flight and self in sys.meta_path:
                 sys.meta_path.remove(self)
-                from yolo_attn.registry import register
-
                 register()
 
         spec.loader.exec_module = exec_then_register
         return spec
 
 
+def register() -> None:
+    """Register the plugin (`patches.register_safely`); nothing raised here may reach the importing code."""
+    try:
+        from yolo_attn.patches import register_safely
+
+        register_safely()
+    except Exception as e:  # the plugin's own modules failed to import: Ultralytics must still import
+        import logging
+
+        logging.getLogger("ultralytics").warning(
+            f"yolo_attn is not active, Ultralytics is left stock: {type(e).__name__}: {e} "
+            "(yolo_attn supports ultralytics>=8.3.253,<8.5)"
+        )
+
+
 def activate() -> None:
     """Register now if Ultralytics' parser is loaded, otherwise as soon as it is imported."""
     if TARGET in sys.modules:
-        from yolo_attn.registry import register
-
         register()
     elif not any(isinstance(finder, _RegisterOnImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _RegisterOnImport())
 
 
 def deactivate() -> None:
-    """Cancel a pending registration (`yolo_attn.unregister()` calls this; it also undoes a registration made)."""
+    """Cancel a pending registration (`yolo_attn.unregister()` does this and undoes a registration made)."""
     sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _RegisterOnImport)]

@@ -1,4 +1,6 @@
-"""`yolo-attn`: the plugin's own command line. `yolo-attn expand MODEL` prints a model YAML as Ultralytics builds it.
+"""`yolo-attn`: the plugin's own command line. `yolo-attn expand MODEL` prints a model YAML as Ultralytics builds it;
+`yolo-attn doctor` prints the versions, the registration state and the patch inventory with each check's result;
+`yolo-attn modules` lists the operator table (built-in, registered and entry-point modules).
 
 A YAML written by reference (`base:`/`insert:`/`replace:`) comes out expanded into ordinary Ultralytics rows, with
 its layer map; any other model YAML comes out as loaded. The output builds the same model when given back to
@@ -6,20 +8,25 @@ its layer map; any other model YAML comes out as loaded. The output builds the s
 """
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Optional
 
 import yaml
+
+from yolo_attn.usererrors import FLAGS, HELP, run_command
 
 
 def expanded_yaml(model: str) -> str:
     """Return the YAML text of `model` (a name Ultralytics or the plugin finds, or a path) as the parser receives it."""
     from ultralytics.nn.tasks import yaml_model_load
 
-    from yolo_attn.registry import register
+    from yolo_attn.patches import register
+    from yolo_attn.validate import build_as_ultralytics
 
     register()
     d = yaml_model_load(model)
+    build_as_ultralytics(model)  # the same named errors as training would give, before anything is printed
     scale = d.pop("scale", "")
     d.pop("yaml_file", None)
     lines = [f"# {Path(model).name} as Ultralytics builds it (yolo-attn expand{f'; scale {scale}' if scale else ''})"]
@@ -44,14 +51,105 @@ def _flow(value: object) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
 
 
-def main(argv: Optional[list] = None) -> None:
-    """Run the `yolo-attn` command."""
+def maps(args: list) -> list:
+    """`yolo-attn maps source=IMG_OR_DIR model=CKPT_OR_YAML [imgsz=640 project=runs/maps name=maps include=...]`.
+
+    Writes one PNG per image (the image and a heatmap panel per attention layer) into an Ultralytics-style run folder
+    (`runs/maps/maps`, then `maps-2`, ... as Ultralytics numbers runs, under the current directory) and returns the
+    written paths. `include=C2PSA,9` also draws those layers (by class name or index) with the generic map.
+    """
+    from ultralytics.data.utils import IMG_FORMATS
+    from ultralytics.utils.files import increment_path
+    from ultralytics.utils.patches import imread
+
+    from yolo_attn.maps import attention_maps, load_model, save_figure
+
+    allowed = dict(source="", model="", imgsz="640", project="runs/maps", name="maps", exist_ok="", include="")
+    opts = dict(allowed)
+    for token in args:
+        key, sep, value = token.lstrip("-").partition("=")
+        if not sep or key not in allowed:
+            raise SystemExit(f"yolo-attn maps: expected key=value with key in {sorted(allowed)}, got {token!r}")
+        opts[key] = value
+    if not opts["source"] or not opts["model"]:
+        raise SystemExit("yolo-attn maps: give source=IMAGE_OR_FOLDER and model=CHECKPOINT_OR_YAML")
+    source = Path(opts["source"])
+    images = sorted(p for p in source.iterdir() if p.suffix[1:].lower() in IMG_FORMATS) if source.is_dir() else [source]
+    if not images or not images[0].exists():
+        raise SystemExit(f"yolo-attn maps: no image found at {source}")
+    exist_ok = opts["exist_ok"].lower() in ("1", "true", "yes")
+    out = increment_path(Path(opts["project"]) / opts["name"], exist_ok=exist_ok)
+    include = [int(v) if v.isdigit() else v for v in opts["include"].split(",") if v]
+    model, imgsz = load_model(opts["model"]), int(opts["imgsz"])
+    written = []
+    for image in images:
+        found = attention_maps(model, image, imgsz=imgsz, include=include)
+        if not found:
+            raise SystemExit(f"yolo-attn maps: {opts['model']} has no attention layer to draw")
+        out.mkdir(parents=True, exist_ok=True)
+        written.append(save_figure(found, imread(str(image)), out / f"{image.stem}.png", title=image.name))
+    n = len(written)
+    print(f"{len(found)} attention layers drawn on {n} image{'s' * (n != 1)}, {n} PNG{'s' * (n != 1)} saved to {out}")
+    return written
+
+
+def doctor() -> str:
+    """Return the `yolo-attn doctor` report (registration is attempted first, as `import ultralytics` would)."""
+    import ultralytics.nn.tasks  # noqa: F401  (the start-up hook registers on this import)
+
+    from yolo_attn import patches
+
+    patches.register_safely()
+    return patches.report() + "\n\n" + modules_table() + "\n"
+
+
+def modules_table() -> str:
+    """Return the operator table: YAML name, insertable by reference, twin, class and origin (entry points read)."""
+    from yolo_attn import operators
+
+    operators.scan_entry_points() if not operators._scanned else None
+    lines = ["modules (YAML name, insertable by reference, CSP twin of, class, origin):"]
+    for op in operators.rows():
+        if op.cls is None and op.error is None:
+            try:
+                operators.load(op.name)
+            except operators.RegistrationError:
+                pass
+        insertable = "error" if op.error else "yes" if op.keeps_channels else "no"
+        line = f"  {op.name:<16} {insertable:<6} {op.twin_of or '-':<8} {op.target:<36} {op.origin}"
+        lines.append(line + (f"\n      error: {op.error}" if op.error else ""))
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Run the `yolo-attn` command; return its exit status (2 for a mistake in the YAML, printed as one line)."""
+    return run_command("yolo-attn", _main, argv)
+
+
+def _main(argv: list) -> None:
     parser = argparse.ArgumentParser(prog="yolo-attn", description=__doc__.split("\n")[0])
+    parser.add_argument(FLAGS[0], FLAGS[1], action="store_true", help=HELP)  # read by run_command
     commands = parser.add_subparsers(dest="command", required=True)
     expand = commands.add_parser("expand", help="print (or write) a model YAML expanded as Ultralytics builds it")
     expand.add_argument("model", help="model YAML name or path, e.g. yolo26n-cot.yaml")
     expand.add_argument("-o", "--out", help="write the YAML to this file instead of printing it")
+    draw = commands.add_parser(
+        "maps", help="draw each attention layer's map over images: source=IMG_OR_DIR model=CKPT_OR_YAML [imgsz= ...]"
+    )
+    draw.add_argument(
+        "args", nargs="*", help="source=, model=, imgsz=640, project=runs/maps, name=maps, exist_ok=, include=C2PSA,9"
+    )
+    draw.add_argument("--source", help="image or folder (same as source=)")
+    draw.add_argument("--model", help="checkpoint or model YAML (same as model=)")
+    commands.add_parser("doctor", help="print versions, registration state, the patch inventory and its checks")
+    commands.add_parser("modules", help="list the modules model YAMLs may name (built-in, registered, entry points)")
     args = parser.parse_args(argv)
+    if args.command in ("doctor", "modules"):
+        print(doctor() if args.command == "doctor" else modules_table())
+        return
+    if args.command == "maps":
+        maps([*args.args, *(f"{k}={v}" for k in ("source", "model") if (v := getattr(args, k)))])
+        return
     text = expanded_yaml(args.model)
     if args.out:
         Path(args.out).write_text(text)
@@ -61,4 +159,4 @@ def main(argv: Optional[list] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

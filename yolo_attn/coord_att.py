@@ -54,4 +54,4 @@ class CoordAtt(nn.Module):
         a_w = self.attn_w(f_w.transpose(2, 3)).sigmoid()  # (B, C, 1, W)
         if self.gamma is None:
             return x * a_h * a_w
-        return x + self.gamma * (x * a_h * a_w - x)
+        return x + self.gamma.view(-1, 1, 1) * (x * a_h * a_w - x)

@@ -17,6 +17,7 @@ from ultralytics.nn.modules import C2f, C3k2, Conv
 from ultralytics.nn.modules.block import C3k, PSABlock
 
 from yolo_attn.layer_scale import layer_scale_parameter
+from yolo_attn.tracing import group_norm, zero_pad
 
 __all__ = ("CoTAttention", "CoTBottleneck", "C3k_CoT", "C2f_CoT", "C3k2_CoT", "PooledBatchNorm2d", "local_aggregate")
 
@@ -112,7 +113,7 @@ def _aggregate_padded(v: torch.Tensor, attn: torch.Tensor, k: int) -> torch.Tens
     exports to ONNX as Mul + Add.
     """
     p, g = k // 2, attn.shape[1]
-    vp = F.pad(v, (p, p, p, p)).unflatten(1, (-1, g))  # (B, C/G, G, H+2p, W+2p)
+    vp = zero_pad(v, p).unflatten(1, (-1, g))  # (B, C/G, G, H+2p, W+2p)
     a = attn.unsqueeze(1)  # (B, 1, G, k*k, H, W)
     out = a[:, :, :, 0] * vp[..., _shift(0, k), _shift(0, k)]  # (B, C/G, G, H, W)
     for d in range(1, k * k):
@@ -230,14 +231,14 @@ class CoTAttention(nn.Module):
             (torch.Tensor): Output, (B, C, H, W).
         """
         k1 = self.key(x)  # (B, C, H, W) static context
-        a = self.attn_norm(self.attn_expand(self._reduce(x, k1)))  # (B, k*k*C/8, H, W)
+        a = group_norm(self.attn_norm, self.attn_expand(self._reduce(x, k1)))  # (B, k*k*C/8, H, W)
         a = a.unflatten(1, (-1, self.kernel_size * self.kernel_size))  # (B, C/8, k*k, H, W)
         k2 = self.dyn_act(self.dyn_bn(local_aggregate(self.value(x), a, self.kernel_size)))  # (B, C, H, W) dynamic
         s = k1.mean((2, 3), keepdim=True) + k2.mean((2, 3), keepdim=True)  # (B, C, 1, 1) = mean_HW(K1 + K2)
         z = self.se_expand(self.se_reduce(s))  # (B, 2C, 1, 1); channel 2c: dynamic logit, 2c + 1: static logit
         w_dyn, w_stat = z.unflatten(1, (-1, RADIX)).softmax(2).unbind(2)  # 2 x (B, C, 1, 1)
         if self.gamma is not None:
-            w_dyn, w_stat = self.gamma * w_dyn, self.gamma * w_stat
+            w_dyn, w_stat = self.gamma.view(-1, 1, 1) * w_dyn, self.gamma.view(-1, 1, 1) * w_stat
         # Two passes over (B, C, H, W) for [X +] a_stat * K1 + a_dyn * K2, with γ already in the (B, C, 1, 1) weights.
         y = torch.addcmul(x, w_stat, k1) if self.shortcut else w_stat * k1
         return y.addcmul_(w_dyn, k2)
@@ -363,7 +364,7 @@ class C3k2_CoT(C3k2):
         g: int = 1,
         shortcut: bool = True,
     ):
-        super().__init__(c1, c2, n, c3k, e, attn, g, shortcut)
+        C2f.__init__(self, c1, c2, n, shortcut, g, e)  # C3k2's own base call; C3k2's options differ by release
         self.m = nn.ModuleList(
             nn.Sequential(
                 CoTBottleneck(self.c, self.c, shortcut, g),

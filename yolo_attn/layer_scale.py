@@ -9,7 +9,11 @@ from torch import nn
 
 
 def layer_scale_parameter(channels: int, init: Optional[float], owner: str) -> Optional[nn.Parameter]:
-    """Return γ of shape (C, 1, 1) filled with `init`, or None when `init` is None (the layer's paper form).
+    """Return γ of shape (C,) filled with `init`, or None when `init` is None (the layer's paper form).
+
+    γ is 1-D, applied as `gamma.view(-1, 1, 1)`: optimisers that treat ndim >= 2 parameters as matrices (Ultralytics'
+    MuSGD before 8.4.108 sends every one to Muon, which asserts 2-D) leave it to SGD. Checkpoints of earlier versions
+    hold (C, 1, 1); the view applies to both, and `flatten_gammas` makes them (C,) when they are trained further.
 
     Args:
         channels (int): Channels C of the residual branch.
@@ -23,4 +27,12 @@ def layer_scale_parameter(channels: int, init: Optional[float], owner: str) -> O
         return None
     if isinstance(init, bool) or not isinstance(init, (int, float)):
         raise ValueError(f"{owner} layer_scale must be a number (initial γ) or None, got {init!r}")
-    return nn.Parameter(torch.full((channels, 1, 1), float(init)))
+    return nn.Parameter(torch.full((channels,), float(init)))
+
+
+def flatten_gammas(model: nn.Module) -> None:
+    """Make every (C, 1, 1) LayerScale γ of the plugin's modules in `model` (C,) in place (same values, same name)."""
+    for m in model.modules():
+        gamma = getattr(m, "gamma", None)
+        if type(m).__module__.startswith("yolo_attn.") and isinstance(gamma, nn.Parameter) and gamma.ndim == 3:
+            m.gamma = nn.Parameter(gamma.detach().reshape(-1), requires_grad=gamma.requires_grad)

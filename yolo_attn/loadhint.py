@@ -72,15 +72,23 @@ def explain(e: Exception, weight):
     return ModuleNotFoundError(msg, name=PLUGIN) if isinstance(e, ModuleNotFoundError) else type(e)(msg)
 
 
-def wrap(torch_safe_load):
-    """Ultralytics' `torch_safe_load`, with load failures caused by `yolo_attn` explained (see `explain`)."""
-    if getattr(torch_safe_load, "_yolo_attn_hint", False):
+def wrap(torch_safe_load, on_refused=None):
+    """Ultralytics' `torch_safe_load`, with load failures caused by `yolo_attn` explained (see `explain`).
+
+    Args:
+        torch_safe_load (Callable): The function to wrap.
+        on_refused (Callable[[list], bool] | None): Called with the globals a checkpoint names when restricted loading
+            refused it; returning True retries the load once (the plugin resolves operators from other packages).
+    """
+    if on_refused is None and getattr(torch_safe_load, "_yolo_attn_hint", False):
         return torch_safe_load
 
     def torch_safe_load_with_hint(weight, *args, **kwargs):
         try:
             return torch_safe_load(weight, *args, **kwargs)
         except Exception as e:
+            if on_refused is not None and _refused(e) and on_refused(_checkpoint_globals(weight)):
+                return torch_safe_load(weight, *args, **kwargs)
             hint = explain(e, weight)
             if hint is None:
                 raise
@@ -88,8 +96,23 @@ def wrap(torch_safe_load):
 
     torch_safe_load_with_hint.__wrapped__ = torch_safe_load
     torch_safe_load_with_hint.__doc__ = torch_safe_load.__doc__
-    torch_safe_load_with_hint._yolo_attn_hint = True
+    torch_safe_load_with_hint._yolo_attn_hint = on_refused is None
     return torch_safe_load_with_hint
+
+
+def _refused(e: BaseException) -> bool:
+    import pickle
+
+    return any(isinstance(x, pickle.UnpicklingError) for x in _chain(e))
+
+
+def _checkpoint_globals(weight) -> list:
+    try:
+        import torch
+
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(weight)))
+    except Exception:
+        return []
 
 
 def patch(tasks) -> None:

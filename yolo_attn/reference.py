@@ -23,8 +23,12 @@ inserted), relative to the stock model without plugin layers. Weight transfer re
 import inspect
 from typing import Callable, Optional
 
-INSERTABLE = ("CoordAtt", "CoTAttention", "AttnConv")  # channel-keeping operators: safe to insert anywhere
-TWINS = {"C2f": "C2f_CoT", "C3k2": "C3k2_CoT"}  # stock block -> its CoT twin (CoT in place of the 3x3 conv)
+from yolo_attn import operators
+
+# The built-in rows of the operator table (`yolo_attn.operators`); rows added by other packages are read live through
+# `operators.insertable()` and `operators.twins()`.
+INSERTABLE = tuple(op.name for op in operators.BUILTINS if op.keeps_channels)  # channel-keeping: insert anywhere
+TWINS = {op.twin_of: op.name for op in operators.BUILTINS if op.twin_of}  # stock block -> its CoT twin
 OUTPUT_MODULES = {"Detect", "Segment", "Pose", "OBB", "Classify", "v10Detect", "Segment26", "Pose26", "OBB26"}
 MULTI_OUTPUT_MODULES = {"CBLinear"}  # layers whose output is a list of feature maps, not one
 REFERENCE_KEYS = ("base", "insert", "replace")
@@ -108,9 +112,16 @@ def expand(d: dict, load_base: Callable[[str], dict], modules: dict[str, type]) 
             raise InsertionError(f"{_entry('insert', k, entry)}: expected [after_layer, module, args]")
         i = _check_index("insert", k, entry, entry[0], rows, base_name)
         name = entry[1]
-        if name not in INSERTABLE:
+        if name not in modules or name not in operators.insertable():
+            known = name in modules or (isinstance(name, str) and operators.get(name) is not None)
             raise InsertionError(
-                f"{_entry('insert', k, entry)}: unknown module {name!r}; expected one of {', '.join(INSERTABLE)}"
+                f"{_entry('insert', k, entry)}: "
+                + (
+                    f"{name} does not keep its input's channel count, so it cannot be inserted by reference; "
+                    if known
+                    else f"unknown module {name!r}; "
+                )
+                + f"expected one of {', '.join(operators.insertable())}"
             )
         if i == len(rows) - 1 or rows[i][2] in OUTPUT_MODULES:
             raise InsertionError(
@@ -128,13 +139,13 @@ def expand(d: dict, load_base: Callable[[str], dict], modules: dict[str, type]) 
         if not isinstance(entry, list) or len(entry) != 2:
             raise InsertionError(f"{_entry('replace', k, entry)}: expected [layer, module]")
         i = _check_index("replace", k, entry, entry[0], rows, base_name)
-        stock = rows[i][2]
-        if TWINS.get(stock) != entry[1]:
-            twins = ", ".join(f"{a} -> {b}" for a, b in TWINS.items())
+        stock, twins = rows[i][2], operators.twins()
+        if twins.get(stock) != entry[1]:
+            pairs = ", ".join(f"{a} -> {b}" for a, b in twins.items())
             raise InsertionError(
                 f"{_entry('replace', k, entry)}: layer {i} of {base_name} is {stock}"
-                + (f", whose plugin twin is {TWINS[stock]}" if stock in TWINS else ", which has no plugin twin")
-                + f"; replace supports {twins}"
+                + (f", whose plugin twin is {twins[stock]}" if stock in twins else ", which has no plugin twin")
+                + f"; replace supports {pairs}"
             )
         replaced[i] = entry[1]
 
@@ -173,12 +184,13 @@ def with_layer_map(d: dict) -> dict:
     unchanged.
     """
     rows = _rows(d)
-    if "layer_map" in d or not any(row[2] in INSERTABLE or row[2] in TWINS.values() for row in rows):
+    insertable, twins = operators.insertable(), operators.twins().values()
+    if "layer_map" in d or not any(row[2] in insertable or row[2] in twins for row in rows):
         return d
     layer_map, base_i = [], 0
     for row in rows:
-        layer_map.append(None if row[2] in INSERTABLE else base_i)
-        base_i += row[2] not in INSERTABLE
+        layer_map.append(None if row[2] in insertable else base_i)
+        base_i += row[2] not in insertable
     return {**d, "layer_map": layer_map}
 
 

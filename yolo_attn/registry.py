@@ -1,20 +1,18 @@
-"""Registration with Ultralytics: plugin module names become usable in model YAMLs.
+"""The parser wrapper: plugin module names become usable in model YAMLs.
 
 Ultralytics' `parse_model` injects input channels, width scaling and repeats only for modules on its private list.
-Rather than re-implement it, `register()` wraps it: each plugin row is handed to the stock parser as a stand-in it
-already understands (`Conv` for the attention layers, the stock block for the CoT versions of C2f/C3k2), and the
-real module is built from the channels, repeats and activation the parser gave the stand-in, then swapped in.
-A YAML that names no plugin module goes straight to the stock parser.
+Rather than re-implement it, the plugin wraps it: each plugin row is handed to the stock parser as a stand-in it
+already understands (`Conv` for a channel-keeping or plain `(c1, c2)` layer, the stock block for a CSP twin such as
+C2f_CoT), and the real module is built from the channels, repeats and activation the parser gave the stand-in, then
+swapped in. A YAML that names no plugin module goes straight to the stock parser.
+
+The wrappers here are installed and removed by `yolo_attn.patches` (the inventory); the row checks live in
+`yolo_attn.yaml_checks`, the operator table in `yolo_attn.operators`. `register`, `unregister`, `LayerError` and
+`plugin_modules` stay importable from here.
 """
 
-import ast
-import collections.abc
-import contextlib
 import copy
 import inspect
-import sys
-import types
-import typing
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -22,197 +20,84 @@ import torch
 from torch import nn
 from ultralytics.nn.modules import C3k2, Conv
 from ultralytics.nn.modules.block import C3k
-from ultralytics.utils import LOGGER, USER_CONFIG_DIR, env_bool
+from ultralytics.utils import LOGGER, USER_CONFIG_DIR
 from ultralytics.utils.torch_utils import initialize_weights
 
-from yolo_attn import autoload, transfer
+from yolo_attn import compat, operators
 from yolo_attn.lookup import find_shipped
-from yolo_attn.reference import INSERTABLE, expand, is_reference, with_layer_map
-from yolo_attn.synth_data import build_offline
-
-_originals: dict[str, Callable] = {}  # patched Ultralytics function name -> original, non-empty while registered
-
-
-class LayerError(ValueError):
-    """A model YAML row that uses a plugin module wrongly; the message names the layer, module and expectation."""
-
-
-def plugin_modules() -> dict[str, type]:
-    """Return the YAML name → class of every module the plugin adds."""
-    from yolo_attn.attn_conv import AttnConv
-    from yolo_attn.coord_att import CoordAtt
-    from yolo_attn.cot import C2f_CoT, C3k2_CoT, CoTAttention
-
-    return {cls.__name__: cls for cls in (CoordAtt, CoTAttention, AttnConv, C2f_CoT, C3k2_CoT)}
+from yolo_attn.patches import register, unregister  # noqa: F401  (the public names' old home)
+from yolo_attn.reference import InsertionError, expand, is_reference, with_layer_map
+from yolo_attn.synth_data import build_offline, ensure_cls_dataset, ensure_yaml_dataset
+from yolo_attn.yaml_checks import (  # noqa: F401  (re-exported: tests and users import them from here)
+    LayerError,
+    _check_rows,
+    _check_shape,
+    _is_plugin_row,
+    _literal_args,
+    _n_supplied,
+    _parser_names,
+    _stand_in,
+)
+from yolo_attn.yamlkeys import check_plugin_yaml
 
 
-def _stand_in(cls: type) -> type:
-    """Return the stock module the parser builds in place of `cls`: its Ultralytics base block, else `Conv`."""
-    return next((base for base in cls.__mro__[1:] if base.__module__.startswith("ultralytics.")), Conv)
+def plugin_modules() -> dict:
+    """Return the YAML name -> class of the built-in modules and of every other table row already loaded."""
+    return {**operators.builtin_modules(), **operators.loaded()}
 
 
-def _n_supplied(cls: type) -> int:
-    """Return how many leading constructor arguments the parser supplies: (c1, c2) or, for CSP blocks, (c1, c2, n)."""
-    return 2 if _stand_in(cls) is Conv else 3
+def _row_modules(rows: list) -> dict:
+    """Return YAML name -> class of the plugin modules a YAML's rows name (entry points resolved on a miss).
 
-
-def _yaml_signature(cls: type) -> str:
-    """Describe the YAML arguments of `cls`: its constructor without the channels/repeats the parser supplies."""
-    params = list(inspect.signature(cls).parameters.values())
-    return "[c2" + "".join(f", {p}" for p in params[_n_supplied(cls) :]) + "]"
-
-
-def _is_plugin_row(row, modules: dict[str, type]) -> bool:
-    """Return whether a YAML row names a plugin module (a malformed row may; `_check_rows` then names it)."""
-    return isinstance(row, (list, tuple)) and len(row) > 2 and isinstance(row[2], str) and row[2] in modules
-
-
-def _parser_names(d: dict) -> dict:
-    """Return the parser variables a string argument may name (`"nc"`, `"width"`, ...) with the parser's values."""
-    depth, width, max_channels = d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0), float("inf")
-    scale = d.get("scale") or next(iter(d.get("scales") or {}), None)
-    if d.get("scales"):
-        depth, width, max_channels = d["scales"][scale]
-    names = {"nc": d.get("nc"), "reg_max": d.get("reg_max", 16), "kpt_shape": d.get("kpt_shape", 1.0)}
-    return {**names, "scale": scale, "depth": depth, "width": width, "max_channels": max_channels}
-
-
-def _literal_args(args: list, names: dict) -> list:
-    """Return a copy of a plugin row's arguments with strings evaluated as the stock parser evaluates them.
-
-    The parser turns a string into the value of a parser variable it names (`"nc"`) or its Python literal (`"None"`,
-    `"False"`, `"16"`); a string that is neither stays a string (and then fails the type check with a named error).
+    Raises:
+        LayerError: A row names a table module that cannot be used (its import failed, it is invalid), or a YOLO26
+            module on a release without YOLO26.
     """
-    out = list(args)
-    for j, a in enumerate(out):
-        if isinstance(a, str):
-            with contextlib.suppress(ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-                out[j] = names[a] if a in names else ast.literal_eval(a)
+    import ultralytics.nn.tasks as tasks
+
+    out = {}
+    stock = vars(tasks)
+    for i, row in enumerate(rows):
+        name = row[2] if isinstance(row, (list, tuple)) and len(row) > 2 else None
+        if not isinstance(name, str) or name in out or name.startswith(("nn.", "torchvision.")):
+            continue
+        op = operators.get(name) if name in operators._table or name not in stock else None
+        if op is not None:
+            try:
+                out[name] = operators.load(name)
+            except operators.RegistrationError as e:
+                raise LayerError(f"layer {i} ({name}): {e}") from None
+        elif name in compat.YOLO26_MODULES and name not in stock:
+            raise LayerError(f"layer {i} ({name}): {compat.yolo26_message(f'this model ({name} head)')}")
     return out
 
 
-def _fits(value, annotation) -> bool:
-    """Return whether a YAML value fits a constructor annotation, with the strictness of a typed signature.
-
-    bool takes only booleans; int takes ints but not booleans; float takes ints and floats; `Optional`/unions take any
-    member; list/tuple/Sequence take YAML lists (and literal tuples), element types checked. Unannotated: anything.
-    """
-    if annotation in (inspect.Parameter.empty, typing.Any):
-        return True
-    if annotation is None or annotation is type(None):
-        return value is None
-    origin, members = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Union or (sys.version_info >= (3, 10) and origin is types.UnionType):
-        return any(_fits(value, member) for member in members)
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    container = origin or annotation
-    if isinstance(container, type) and issubclass(container, (list, tuple, collections.abc.Sequence)):
-        if container is not str and isinstance(value, (list, tuple)):
-            return all(_fits(v, members[0]) for v in value) if members else True
-        return False
-    return isinstance(value, annotation) if isinstance(annotation, type) else True
+def _stock_options(cls: type, stand_in: type, options: list) -> list:
+    """Return a twin's YAML options as the installed stock block's options (by name; see `compat.bind_to`)."""
+    names = list(inspect.signature(cls).parameters)[3:]
+    return compat.bind_to(stand_in, names, list(options))
 
 
-def _option_types(cls: type) -> dict:
-    """Return the constructor annotations of `cls` (postponed ones evaluated); empty if they cannot be evaluated."""
-    try:
-        return typing.get_type_hints(cls.__init__)
-    except Exception:  # e.g. `int | None` written under `from __future__ import annotations` on Python 3.9
-        return {}
-
-
-def _check_options(i: int, name: str, cls: type, args: list) -> None:
-    """Raise a `LayerError` naming the option and expected type for a YAML option that does not fit its annotation."""
-    hints = _option_types(cls)
-    params = list(inspect.signature(cls).parameters.values())[_n_supplied(cls) :]
-    for param, value in zip(params, args[1:]):
-        annotation = hints.get(param.name, param.annotation)
-        if not _fits(value, annotation):
-            expected = inspect.formatannotation(annotation)
-            raise LayerError(
-                f"layer {i} ({name}): option {param.name}={value!r} is a {type(value).__name__}; expected {expected} "
-                f"(arguments {_yaml_signature(cls)})"
-            )
-
-
-def _check_shape(i: int, row) -> None:
-    """Raise a `LayerError` naming row `i` unless it is `[from, repeats, module, [args]]`, repeats a positive int."""
-    if not isinstance(row, (list, tuple)) or len(row) != 4 or not isinstance(row[2], str):
-        raise LayerError(
-            f"layer {i}: row {row!r} is malformed; expected [from, repeats, module, args], "
-            "e.g. [-1, 1, CoordAtt, [256]]"
-        )
-    _, n, name, args = row
-    if not isinstance(args, list):
-        raise LayerError(
-            f"layer {i} ({name}): arguments {args!r} are not a list; expected [from, repeats, module, args]"
-        )
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise LayerError(f"layer {i} ({name}): repeats {n!r} is not a positive int; expected 1, 2, 3, ...")
-
-
-def _check_rows(rows: list, modules: dict[str, type]) -> None:
-    """Validate `from` indices of every row and the arguments of plugin rows before the parser sees them."""
-    for i, (f, _, name, args) in enumerate(rows):
-        first, last = (-1, 0) if i == 0 else (-i, i - 1)
-        for x in f if isinstance(f, list) else [f]:
-            if not isinstance(x, int) or not first <= x <= last:
-                raise LayerError(
-                    f"layer {i} ({name}): 'from' index {x!r} does not name an earlier layer; "
-                    f"expected -1 (the previous layer), a negative offset down to {-max(i, 1)}, "
-                    f"or a layer index 0..{max(i - 1, 0)}"
-                )
-        if name in modules:
-            cls = modules[name]
-            expected = _yaml_signature(cls)
-            if not isinstance(f, int):
-                raise LayerError(
-                    f"layer {i} ({name}): 'from' {f!r} lists several layers, but {name} takes one input; expected "
-                    f"one index such as -1 (to combine layers, add a Concat row first and let {name} read it)"
-                )
-            if not args:
-                raise LayerError(f"layer {i} ({name}): arguments {args!r} are missing c2; expected {expected}")
-            if args[0] is not None and (isinstance(args[0], bool) or not isinstance(args[0], int) or args[0] < 1):
-                raise LayerError(
-                    f"layer {i} ({name}): c2 {args[0]!r} is not a positive int; expected {expected} with c2 the "
-                    f"unscaled output channels"
-                )
-            if args[0] is None and (_stand_in(cls) is not Conv or f != -1):
-                raise LayerError(
-                    f"layer {i} ({name}): c2 null (keep the input's channels) works for the attention layers "
-                    f"({', '.join(INSERTABLE)}) reading the previous layer (from -1); expected an int c2"
-                )
-            try:
-                inspect.signature(cls).bind(*[0] * _n_supplied(cls), *args[1:])
-            except TypeError as e:
-                raise LayerError(
-                    f"layer {i} ({name}): arguments {args} do not fit ({e}); expected {expected}"
-                ) from None
-            _check_options(i, name, cls, args)
-
-
-def _substitute(rows: list, modules: dict[str, type]) -> list:
+def _substitute(rows: list, modules: dict) -> list:
     """Return the rows with every plugin module replaced by its stand-in."""
     out = []
     for f, n, name, args in rows:
         if name in modules:
-            stand_in = _stand_in(modules[name])
+            cls = modules[name]
+            stand_in = _stand_in(cls)
             if args[0] is None:  # the parser gives BatchNorm2d its input's channels and keeps them
                 name, args = "nn.BatchNorm2d", []
-            else:
-                name, args = stand_in.__name__, [args[0]] if stand_in is Conv else list(args)
+            elif stand_in is Conv:
+                name, args = "Conv", [args[0]]
+            else:  # a twin: its options, as the installed stock block names them
+                name, args = stand_in.__name__, [args[0], *_stock_options(cls, stand_in, args[1:])]
         out.append([f, n, name, args])
     return out
 
 
 def _build(
     cls: type, stand_in: nn.Module, yaml_args: list, i: int, act: nn.Module, layer_scale: Optional[float]
-) -> tuple[nn.Module, list, int]:
+) -> tuple:
     """Build the plugin module for layer `i` from what the parser gave its stand-in.
 
     Args:
@@ -221,46 +106,47 @@ def _build(
         yaml_args (list): The row's YAML arguments.
         i (int): Layer index.
         act (nn.Module): The YAML's `activation:` (Ultralytics' default when it has none).
-        layer_scale (float | None): The YAML's top-level `layer_scale:`, for the attention layers.
+        layer_scale (float | None): The YAML's top-level `layer_scale:`, for modules with that option.
 
     Returns:
         (nn.Module, list, int): The module (an `nn.Sequential` for repeats), its constructor arguments and repeats.
     """
     name = cls.__name__
-    if isinstance(stand_in, (Conv, nn.BatchNorm2d, nn.Sequential)):  # attention layer; repeats: a Sequential
+    if isinstance(stand_in, (Conv, nn.BatchNorm2d, nn.Sequential)):  # (c1, c2) layer; repeats: a Sequential
         first = stand_in[0] if isinstance(stand_in, nn.Sequential) else stand_in
         if isinstance(first, nn.BatchNorm2d):  # c2 null: the input's channels
             c1 = c2 = first.num_features
         else:
             c1, c2 = first.conv.in_channels, first.conv.out_channels
         repeats = len(stand_in) if isinstance(stand_in, nn.Sequential) else 1
-        if c1 != c2 and c1 % 8:  # widths scale to multiples of 8: no c2 matches (the image at layer 0)
+        keeps = operators.get(name) is not None and operators.get(name).keeps_channels
+        if keeps and c1 != c2 and c1 % 8:  # widths scale to multiples of 8: no c2 matches (the image at layer 0)
             where = "the input image" if i == 0 else "its input"
             raise LayerError(
                 f"layer {i} ({name}): {name} keeps the channel count, but {where} has {c1} channels and every c2 "
                 f"scales to a multiple of 8; expected {name} after a layer that sets the width (e.g. a first "
                 f"[-1, 1, Conv, [64, 3, 2]]), or a YAML `channels:` that is a multiple of 8"
             )
-        if c1 != c2:
+        if keeps and c1 != c2:
             raise LayerError(
                 f"layer {i} ({name}): {name} keeps the channel count, but its input has {c1} channels and its "
                 f"argument c2={yaml_args[0]} becomes {c2} after width scaling; expected a c2 that scales to {c1} "
                 f"(write the input layer's unscaled channel count)"
             )
         args = [c1, c2, *yaml_args[1:]]
-        if layer_scale is not None:  # a row's own layer_scale argument wins over the YAML's top-level key
-            bound = inspect.signature(cls).bind(*args)
+        if layer_scale is not None and "layer_scale" in inspect.signature(cls).parameters:
+            bound = inspect.signature(cls).bind(*args)  # a row's own layer_scale argument wins over the YAML's key
             bound.arguments.setdefault("layer_scale", layer_scale)
             bound.apply_defaults()
             args = list(bound.args)
-    else:  # CoT version of a stock block, stand-in is that block with the same arguments
+    else:  # CSP twin of a stock block, stand-in is that block with the same arguments
         c1, c2, repeats = stand_in.cv1.conv.in_channels, stand_in.cv2.conv.out_channels, len(stand_in.m)
         args = [c1, c2, repeats, *yaml_args[1:]]
         if isinstance(stand_in, C3k2):  # the parser switches C3k blocks on for scales m/l/x
             args[3:4] = [isinstance(stand_in.m[0], C3k)]
         repeats = 1
     default_act = Conv.default_act
-    Conv.default_act = act  # a YAML `activation:` holds only while the stock parser runs
+    Conv.default_act = act  # a YAML `activation:` holds only while this row is built
     try:
         blocks = [cls(*args) for _ in range(repeats)]
     except (ValueError, TypeError) as e:
@@ -270,13 +156,27 @@ def _build(
     return (nn.Sequential(*blocks) if repeats > 1 else blocks[0]), args, repeats
 
 
-def _parse_model(d, ch, verbose=True):
-    """Ultralytics' `parse_model` with plugin modules; the stock parser unchanged for YAMLs without them."""
-    modules = plugin_modules()
+def make_parse_model(original: Callable) -> Callable:
+    """Return Ultralytics' `parse_model` with plugin modules; the stock parser unchanged for YAMLs without them."""
+    default_act = Conv.default_act  # pristine: before 8.4.164 a YAML's `activation:` stays set after parse_model
+
+    def parse_model(d, ch, verbose=True):
+        """Ultralytics' `parse_model` (wrapped by yolo_attn: plugin modules in model YAMLs)."""
+        return _parse_model(original, default_act, d, ch, verbose)
+
+    parse_model.__wrapped__ = original
+    return parse_model
+
+
+def _parse_model(original: Callable, default_act: nn.Module, d: dict, ch, verbose: bool = True):
+    """Parse a model YAML dict as Ultralytics does, building plugin rows through stand-ins (see the module doc)."""
+    import ultralytics.nn.tasks as tasks
+
     rows = [*d["backbone"], *d["head"]]
-    if not any(_is_plugin_row(row, modules) for row in rows):
-        return _originals["parse_model"](d, ch, verbose)
-    act = _yaml_activation(d.get("activation"))
+    modules = _row_modules(rows)
+    if not modules:
+        return original(d, ch, verbose)
+    act = compat.yaml_activation(d.get("activation"), tasks, default_act)
     for i, row in enumerate(rows):
         _check_shape(i, row)
     names = _parser_names(d)
@@ -285,45 +185,73 @@ def _parse_model(d, ch, verbose=True):
     plugin_rows = {i: row for i, row in enumerate(rows) if row[2] in modules}
     stand_in_rows = _substitute(rows, modules)
     nb = len(d["backbone"])
-    d = {**d, "backbone": stand_in_rows[:nb], "head": stand_in_rows[nb:]}
-
-    held = []  # the parser's summary rows, re-emitted with the plugin layers' true rows
-    LOGGER.addFilter(held.append)  # list.append returns None: the record is held back, not emitted
-    true_rows = {}
+    stand_in_d = {**d, "backbone": stand_in_rows[:nb], "head": stand_in_rows[nb:]}
+    previous_act = Conv.default_act
+    Conv.default_act = default_act  # an earlier YAML's activation must not reach this model (releases < 8.4.164)
     try:
         try:
-            model, save = _originals["parse_model"](d, ch, verbose)
+            model, save = original(copy.deepcopy(stand_in_d), ch, False)
         except LayerError:
             raise
         except Exception as e:  # a stock row the stock parser cannot build: name it, as for plugin rows
-            raise _parser_error(e, rows) from e
+            raise _parser_error(original, e, stand_in_d, ch, rows) from e
+        built = {}
         for i, (f, _, name, args) in plugin_rows.items():
             module, module_args, repeats = _build(modules[name], model[i], args, i, act, d.get("layer_scale"))
             _yolo_bn_settings(module)
             module.np = sum(p.numel() for p in module.parameters())
             module.i, module.f, module.type = i, f, f"{modules[name].__module__}.{name}"
             model[i] = module
-            lead = f"{i:>3}{f!s:>20}"  # how the parser's row for layer i starts
-            true_rows[lead] = f"{lead}{repeats:>3}{module.np:10.0f}  {module.type:<45}{module_args!s:<30}"
+            built[i] = (repeats, module_args)
     finally:
-        LOGGER.removeFilter(held.append)
-        for record in held:
-            message = record.getMessage()
-            record.msg = next((row for lead, row in true_rows.items() if message.startswith(lead)), message)
-            record.args = None
-            LOGGER.handle(record)
+        Conv.default_act = previous_act
+    if verbose:
+        _summary(model, rows, built, d, names["depth"])
     _probe(model, ch, rows)
     return model, save
 
 
-def _parser_error(e: Exception, rows: list) -> Exception:
-    """Return a `LayerError` naming the row the stock parser was at when it raised `e` (or `e` if it was not in it)."""
-    tb = e.__traceback__
-    while tb is not None and tb.tb_frame.f_code is not _originals["parse_model"].__code__:
-        tb = tb.tb_next
-    i = tb.tb_frame.f_locals.get("i") if tb is not None else None
-    if not isinstance(i, int) or not 0 <= i < len(rows):
+def _summary(model: nn.Sequential, rows: list, built: dict, d: dict, depth: float) -> None:
+    """Log the model summary as Ultralytics' parser does (its format), plugin rows with their true arguments.
+
+    The stock parser runs with verbose=False: its rows would describe the stand-ins. Stock rows show their YAML
+    arguments (the parser's own rows show them after channel inference).
+    """
+    if d.get("activation"):
+        LOGGER.info(f"activation: {d['activation']}")
+    LOGGER.info(f"\n{'':>3}{'from':>20}{'n':>3}{'params':>10}  {'module':<45}{'arguments':<30}")
+    for i, (m, (f, n, _, args)) in enumerate(zip(model, rows)):
+        n = max(round(n * depth), 1) if isinstance(n, int) and n > 1 else n
+        n, args = built.get(i, (n, args))
+        t = getattr(m, "type", type(m).__name__)
+        LOGGER.info(f"{i:>3}{f!s:>20}{n!s:>3}{getattr(m, 'np', 0):10.0f}  {t:<45}{args!s:<30}")
+
+
+def _parser_error(original: Callable, e: Exception, d: dict, ch, rows: list) -> Exception:
+    """Return a `LayerError` naming the row the stock parser failed on (or `e` if no single row is to blame).
+
+    The parser is public only as `parse_model(d, ch, verbose)`, so the row is found through that: the shortest prefix
+    of the rows that the parser cannot build ends with the culprit (bisection: a few extra parses, on errors only).
+    """
+
+    def fails(k: int) -> bool:
+        prefix = {**d, "backbone": copy.deepcopy(rows_in[:k]), "head": []}
+        try:
+            original(prefix, ch, False)
+        except Exception:
+            return True
+        return False
+
+    rows_in = [*d["backbone"], *d["head"]]
+    if fails(0):
         return e
+    lo, hi = 1, len(rows_in)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fails(mid) else (mid + 1, hi)
+    if not fails(lo):
+        return e
+    i = lo - 1
     return LayerError(
         f"layer {i} ({rows[i][2]}): Ultralytics' parser cannot build row {rows[i]}: {type(e).__name__}: {e}"
     )
@@ -370,109 +298,92 @@ def _yolo_bn_settings(module: nn.Module) -> None:
             m.eps, m.momentum = probe.eps, probe.momentum
 
 
-def _yaml_activation(spec: Optional[str]) -> nn.Module:
-    """Return the module a YAML's top-level `activation:` names, resolved as the stock parser resolves it."""
-    import ultralytics.nn.tasks as tasks
+def make_yaml_model_load(original: Callable) -> Callable:
+    """Return Ultralytics' `yaml_model_load` that expands YAMLs written by reference and records plugin layer maps."""
 
-    if not spec:
-        return Conv.default_act
-    return tasks._SafeLoad.activation(spec) if tasks._SafeLoad.restricted() else eval(spec, vars(tasks))
+    def yaml_model_load(path):
+        """Ultralytics' `yaml_model_load` (wrapped by yolo_attn: `base:`/`insert:`/`replace:` and layer maps)."""
+        d = original(path)
+        rows = [row for part in ("backbone", "head") if isinstance(d.get(part), list) for row in d[part]]
+        check_plugin_yaml(d, _row_modules(rows))  # a misspelled key (`insrt:`) would silently build another model
+        if is_reference(d):
+            if compat.is_yolo26_name(d["base"]) and not compat.has_yolo26():
+                raise InsertionError(compat.yolo26_message(f"base {d['base']!r} of {Path(str(path)).name}"))
+            expanded = expand(d, yaml_model_load, _insertable_modules(d))  # a base may itself be a plugin YAML
+            d = {**expanded, "scale": d["scale"], "yaml_file": d["yaml_file"]}
+        return with_layer_map(d)
 
-
-def _yaml_model_load(path):
-    """Ultralytics' `yaml_model_load` that expands YAMLs written by reference and records plugin layer maps."""
-    d = _originals["yaml_model_load"](path)
-    if is_reference(d):
-        expanded = expand(d, _yaml_model_load, plugin_modules())  # a base may itself be a plugin YAML
-        d = {**expanded, "scale": d["scale"], "yaml_file": d["yaml_file"]}
-    return with_layer_map(d)
-
-
-def _download(url, dir=None, *args, **kwargs):
-    """Ultralytics' `download` that builds the plugin's classification data sets offline instead of fetching them."""
-    if not build_offline(url, dir):
-        return _originals["download"](url, dir, *args, **kwargs)
+    yaml_model_load.__wrapped__ = original
+    return yaml_model_load
 
 
-def _check_file(file, *args, **kwargs):
-    """Ultralytics' `check_file` that also finds the plugin's shipped YAMLs by bare name."""
-    return _originals["check_file"](find_shipped(file) or file, *args, **kwargs)
+def _insertable_modules(d: dict) -> dict:
+    """Return YAML name -> class for the modules a by-reference YAML inserts or swaps in (resolved from the table)."""
+    names = {e[1] for key in ("insert", "replace") for e in (d.get(key) or []) if isinstance(e, list) and len(e) > 1}
+    out = {}
+    for name in names:
+        if isinstance(name, str) and operators.get(name) is not None:
+            try:
+                out[name] = operators.load(name)
+            except operators.RegistrationError as e:
+                raise InsertionError(str(e)) from None
+    return out
 
 
-def _check_font(font: str = "Arial.ttf"):
-    """Ultralytics' `check_font`, except that with `YOLO_OFFLINE` set it makes no download attempt.
+def make_download(original: Callable) -> Callable:
+    """Return Ultralytics' `download` that builds the plugin's classification data sets offline."""
+
+    def download(url, dir=None, *args, **kwargs):
+        """Ultralytics' `download` (wrapped by yolo_attn: its synthetic data sets are built, not fetched)."""
+        if not build_offline(url, dir):
+            return original(url, dir, *args, **kwargs)
+
+    download.__wrapped__ = original
+    return download
+
+
+def make_check_file(original: Callable) -> Callable:
+    """Return Ultralytics' `check_file` that also finds the plugin's shipped YAMLs by bare name."""
+
+    def check_file(file, *args, **kwargs):
+        """Ultralytics' `check_file` (wrapped by yolo_attn: shipped YAMLs by bare name, generated sets checked)."""
+        return ensure_yaml_dataset(original(find_shipped(file) or file, *args, **kwargs))
+
+    check_file.__wrapped__ = original
+    return check_file
+
+
+def make_check_cls_dataset(original: Callable) -> Callable:
+    """Return Ultralytics' `check_cls_dataset` that first builds (or repairs) the plugin's classification data sets."""
+
+    def check_cls_dataset(dataset, *args, **kwargs):
+        """Ultralytics' `check_cls_dataset` (wrapped by yolo_attn: its generated sets are checked on every use)."""
+        ensure_cls_dataset(dataset)
+        return original(dataset, *args, **kwargs)
+
+    check_cls_dataset.__wrapped__ = original
+    return check_cls_dataset
+
+
+def make_check_font(original: Callable) -> Callable:
+    """Return Ultralytics' `check_font`, except that with `YOLO_OFFLINE` set it makes no download attempt.
 
     The stock function ignores `YOLO_OFFLINE` and tries a 3 s request for a missing font, about 10 times per training
     run. Offline, a font that is already there (Ultralytics' config dir, matplotlib's font list) is returned as usual;
     otherwise None, on which Ultralytics' plotting uses PIL's built-in font, as after a failed download.
     """
-    if not env_bool("YOLO_OFFLINE"):
-        return _originals["check_font"](font)
-    from matplotlib import font_manager
 
-    file = USER_CONFIG_DIR / Path(font).name
-    if file.exists():
-        return file
-    return next((f.fname for f in font_manager.fontManager.ttflist if font in f.fname and Path(f.fname).exists()), None)
+    def check_font(font: str = "Arial.ttf"):
+        """Ultralytics' `check_font` (wrapped by yolo_attn: no download attempt under YOLO_OFFLINE)."""
+        if not compat.env_bool("YOLO_OFFLINE"):
+            return original(font)
+        from matplotlib import font_manager
 
+        file = USER_CONFIG_DIR / Path(font).name
+        if file.exists():
+            return file
+        fonts = font_manager.fontManager.ttflist
+        return next((f.fname for f in fonts if font in f.fname and Path(f.fname).exists()), None)
 
-def _rebind(name: str, old: Callable, new: Callable) -> None:
-    """Point every loaded Ultralytics module's reference to function `old`, under `name`, at `new`."""
-    for module in list(sys.modules.values()):
-        if getattr(module, "__name__", "").startswith("ultralytics") and getattr(module, name, None) is old:
-            setattr(module, name, new)
-
-
-def _wrapped() -> tuple:
-    """Return (name, wrapper, home module) of every Ultralytics function the plugin wraps."""
-    import ultralytics.nn.tasks as tasks
-    import ultralytics.utils.checks as checks
-    import ultralytics.utils.downloads as downloads
-
-    return (
-        ("parse_model", _parse_model, tasks),
-        ("yaml_model_load", _yaml_model_load, tasks),
-        ("check_file", _check_file, checks),
-        ("check_font", _check_font, checks),
-        ("download", _download, downloads),
-    )
-
-
-def register() -> None:
-    """Make plugin modules usable in model YAMLs, shipped YAMLs findable by name, font look-ups offline. Idempotent."""
-    if _originals:
-        return
-    import ultralytics.nn.tasks as tasks
-
-    modules = plugin_modules()
-    for name, wrapper, home in _wrapped():
-        _originals[name] = getattr(home, name)
-        _rebind(name, _originals[name], wrapper)
-    transfer.patch(tasks.BaseModel)
-    for name, cls in modules.items():  # for code that resolves names in the parser's namespace (task guessing)
-        setattr(tasks, name, cls)
-    # Checkpoints hold pickled plugin modules; restricted (weights_only) loading needs them on its allow-list.
-    torch.serialization.add_safe_globals(
-        [
-            obj
-            for module in {sys.modules[cls.__module__] for cls in modules.values()}
-            for obj in vars(module).values()
-            if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__
-        ]
-    )
-
-
-def unregister() -> None:
-    """Undo `register()` and cancel a pending autoload, so Ultralytics behaves as if the plugin were absent."""
-    autoload.deactivate()
-    if not _originals:
-        return
-    import ultralytics.nn.tasks as tasks
-
-    for name, wrapper, _ in _wrapped():
-        _rebind(name, wrapper, _originals[name])
-    transfer.unpatch(tasks.BaseModel)
-    for name in plugin_modules():
-        if hasattr(tasks, name):
-            delattr(tasks, name)
-    _originals.clear()
+    check_font.__wrapped__ = original
+    return check_font

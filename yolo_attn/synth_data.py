@@ -1,13 +1,21 @@
-"""Build the shipped classification data set, `synth-shapes-cls`, offline on first use.
+"""The shipped synth-shapes data sets: built offline on first use, checked on every use, one build for many users.
 
-Ultralytics builds the detection, segment, pose and OBB versions of synth-shapes itself: their dataset YAMLs carry a
-`download:` snippet that runs the generator in `datasets/`. A classification data set is named by its folder instead
-(`data=synth-shapes-cls`), and for a missing folder Ultralytics downloads `<name>.zip` from its asset server; for the
-plugin's own names `build_offline` generates the folder there instead.
+The generators in `datasets/` build and check a set themselves (`synth_shapes.build`: an inter-process lock on the
+set's folder, a record of the files written, a rebuild of a set that no longer matches it). Ultralytics runs them
+through a detection/segment/pose/OBB dataset YAML's `download:` snippet, but only while the YAML's `val` folder is
+missing; the functions here run them on every use instead, from the plugin's Ultralytics glue:
+
+- `ensure_yaml_dataset(file)`: for a dataset YAML with a `synth:` key (what `check_file` returns for `data=`);
+- `ensure_cls_dataset(dataset)`: for the classification sets, named by folder (`data=synth-shapes-cls`);
+- `build_offline(url, folder)`: where Ultralytics would download a missing classification set.
+
+A set that matches its record costs one `stat` per file (a few milliseconds for the 1000/200 sets).
 """
 
 import importlib.util
+import os
 from pathlib import Path
+from types import ModuleType
 
 from yolo_attn.lookup import shipped_dir
 
@@ -15,6 +23,75 @@ CLS_DATASETS = {  # folder name -> generator arguments (the scenes of synth-shap
     "synth-shapes-cls": {"n_train": 1000, "n_val": 200, "imgsz": 320, "seed": 0},
     "synth-shapes-cls-tiny": {"n_train": 16, "n_val": 8, "imgsz": 128, "seed": 0},
 }
+_generators: dict[str, ModuleType] = {}  # generator file -> module, loaded once per process
+
+
+def _generator(file: Path) -> ModuleType:
+    """Return the generator module in `file` (`synth_shapes.py` or `synth_tasks.py`), loaded by path once."""
+    key = str(file)
+    if key not in _generators:
+        spec = importlib.util.spec_from_file_location(file.stem, file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _generators[key] = module
+    return _generators[key]
+
+
+def ensure_yaml_dataset(file):
+    """Build, or rebuild when damaged, the set of a generated dataset YAML before Ultralytics reads it; return `file`.
+
+    Acts on a `.yaml`/`.yml` file carrying the generator's `synth:` arguments (the shipped `synth-shapes*.yaml` and
+    copies of them); anything else is returned untouched at the cost of one small read. The set's folder is resolved
+    as Ultralytics' `check_det_dataset` resolves `path:`, and the generator next to the YAML is used, as its
+    `download:` snippet does (the shipped one when the YAML was copied alone).
+
+    Args:
+        file (object): What Ultralytics' `check_file` returned (a path string, or a list for a glob).
+
+    Returns:
+        (object): `file`, unchanged.
+    """
+    if not isinstance(file, (str, Path)) or not str(file).endswith((".yaml", ".yml")) or not os.path.isfile(file):
+        return file
+    with open(file, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    if "\nsynth:" not in text:
+        return file
+    import yaml
+    from ultralytics.data import utils as data_utils
+
+    data = yaml.safe_load(text)
+    synth = data.get("synth") if isinstance(data, dict) else None
+    if not isinstance(synth, dict):
+        return file
+    path = Path(data.get("path") or Path(file).parent)
+    if not path.exists() and not path.is_absolute():  # as check_det_dataset: relative to cwd, else datasets_dir
+        path = (Path(data_utils.DATASETS_DIR) / path).resolve()
+    name = "synth_tasks.py" if "task" in synth else "synth_shapes.py"
+    generator = Path(file).with_name(name)
+    _generator(generator if generator.is_file() else shipped_dir("datasets") / name).ensure(path, **synth)
+    return file
+
+
+def ensure_cls_dataset(dataset: object) -> None:
+    """Build, or rebuild when damaged, a shipped classification set named by `dataset` (`synth-shapes-cls[-tiny]`).
+
+    The folder is resolved as Ultralytics' `check_cls_dataset` resolves it (an existing folder of that name, else
+    under datasets_dir). Other data sets are left alone.
+
+    Args:
+        dataset (object): What `data=` names.
+    """
+    if not isinstance(dataset, (str, Path)) or Path(dataset).name not in CLS_DATASETS:
+        return
+    from ultralytics.data import utils as data_utils
+
+    folder = Path(dataset) if Path(dataset).is_dir() else Path(data_utils.DATASETS_DIR) / dataset
+    _build_cls(folder.resolve(), Path(dataset).name)
+
+
+def _build_cls(root: Path, name: str) -> None:
+    _generator(shipped_dir("datasets") / "synth_tasks.py").ensure(root, "classify", **CLS_DATASETS[name])
 
 
 def build_offline(url: object, folder: object) -> bool:
@@ -22,7 +99,8 @@ def build_offline(url: object, folder: object) -> bool:
 
     For a missing `data=synth-shapes-cls`, Ultralytics' `check_cls_dataset` downloads `<asset server>/<name>.zip`
     into its datasets_dir. The plugin's `download` wrapper calls this first: for the plugin's own names it writes the
-    folder with the generator in `datasets/` instead, and Ultralytics then finds it as if downloaded.
+    folder with the generator in `datasets/` instead (once, however many processes ask at the same time), and
+    Ultralytics then finds it as if downloaded.
 
     Args:
         url (object): What Ultralytics asked to download.
@@ -31,12 +109,5 @@ def build_offline(url: object, folder: object) -> bool:
     name = Path(str(url)).name
     if isinstance(url, (list, tuple)) or folder is None or not name.endswith(".zip") or name[:-4] not in CLS_DATASETS:
         return False
-    from ultralytics.utils import LOGGER
-
-    root = Path(folder) / name[:-4]
-    spec = importlib.util.spec_from_file_location("synth_tasks", shipped_dir("datasets") / "synth_tasks.py")
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
-    LOGGER.info(f"yolo_attn: building {name[:-4]} offline with the synth-shapes generator in {root}")
-    generator.generate(root, "classify", **CLS_DATASETS[name[:-4]])
+    _build_cls(Path(folder) / name[:-4], name[:-4])
     return True

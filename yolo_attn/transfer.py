@@ -9,15 +9,14 @@ class-count aware head transfer and the "Transferred N/M items" line, where N no
 """
 
 import copy
-from collections import defaultdict
 from typing import Callable, Optional
 
 from torch import nn
 from ultralytics.utils import LOGGER
 
-from yolo_attn.reference import TWINS, layer_map_of
-
-_original_load: list[Callable] = []  # BaseModel.load before patching; non-empty while patched
+from yolo_attn import operators
+from yolo_attn.layer_scale import flatten_gammas
+from yolo_attn.reference import layer_map_of
 
 
 def remap(source: nn.Module, layer_map: list) -> Optional[nn.Module]:
@@ -48,68 +47,103 @@ def remap(source: nn.Module, layer_map: list) -> Optional[nn.Module]:
     return view
 
 
-def _untransferred(view: nn.Module, target: nn.Module, layer_map: list) -> dict:
-    """Return stock layer index -> keys of the remapped source `view` that will not transfer into `target`."""
+def fresh_items(source: nn.Module, target: nn.Module) -> list:
+    """Return the keys of `target` that Ultralytics' `load` left without a source value: they start fresh.
+
+    Call after the load (it may rebuild the head's class branch at the source width). These are the items missing
+    from its "Transferred N/M items" count: a key transfers when the source has it with the same shape, and the first
+    conv is filled from the source filters at another input channel count.
+    """
+    src, dst = source.state_dict(), target.state_dict()
+    fresh = [k for k, v in dst.items() if k not in src or src[k].shape != v.shape]
+    first = "model.0.conv.weight"  # Ultralytics' first-conv rule (BaseModel.load)
+    if first in fresh and first in src and src[first].shape[2:] == dst[first].shape[2:]:
+        fresh.remove(first)
+    return fresh
+
+
+def _nc(model: nn.Module) -> object:
+    return getattr(model, "nc", None) or (getattr(model, "yaml", None) or {}).get("nc")
+
+
+def _layers(keys: list, layer_map: Optional[list] = None) -> str:
+    """Return the layer indices of `keys` (`model.{i}.…`), or their stock indices through `layer_map`."""
+    layers = dict.fromkeys(int(k.split(".")[1]) for k in keys)
+    return ", ".join(str(i if layer_map is None else layer_map[i]) for i in layers)
+
+
+def _report(source: nn.Module, target: nn.Module, layer_map: list) -> None:
+    """After a load, log what starts fresh and why, in counts that add up to Ultralytics' "Transferred N/M" line.
+
+    Info: the inserted layers (new), the CoT twins' replaced convs, the head's class outputs when the class count
+    differs (naming them). Warning: stock items of any other layer (weights from another scale or model).
+    """
     dst = target.state_dict()
-    out = defaultdict(list)
-    for key, value in view.state_dict().items():
-        parts = key.split(".")
-        if parts[0] == "model" and parts[1].isdigit() and (key not in dst or dst[key].shape != value.shape):
-            out[layer_map[int(parts[1])]].append(key)
-    return out
-
-
-def _report(view: nn.Module, target: nn.Module, layer_map: list) -> None:
-    """Log which stock layers do not transfer: a CoT twin's replaced convs as info, anything else as one warning."""
-    head = layer_map[-1]  # a new class count reshapes the head's last convs; Ultralytics handles that
-    missing = {i: keys for i, keys in _untransferred(view, target, layer_map).items() if i != head}
-    new_of = {stock: new for new, stock in enumerate(layer_map) if stock is not None}
-    replaced = {
-        i: keys
-        for i, keys in missing.items()
-        if type(target.model[new_of[i]]).__name__ in TWINS.values() and all(".m." in k for k in keys)
-    }
-    if replaced:
-        LOGGER.info(
-            f"yolo_attn: stock layers {', '.join(map(str, replaced))} became CoT twins; their bottlenecks' 3x3 convs "
-            f"({sum(map(len, replaced.values()))} items) are replaced by CoT and start fresh, the rest transferred"
+    fresh = fresh_items(source, target)
+    if not fresh:
+        return
+    head, nc, source_nc = len(layer_map) - 1, _nc(target), _nc(source)
+    inserted, twins, classes, unexpected = [], [], [], []
+    for key in fresh:
+        i = int(key.split(".")[1])
+        if layer_map[i] is None:
+            inserted.append(key)
+        elif type(target.model[i]).__name__ in operators.twins().values() and ".m." in key:
+            twins.append(key)
+        elif i == head and nc != source_nc and dst[key].ndim and dst[key].shape[0] == nc:
+            classes.append(key)
+        else:
+            unexpected.append(key)
+    parts = []
+    if inserted:
+        parts.append(f"{len(inserted)} of the inserted layers {_layers(inserted)} (new)")
+    if twins:
+        parts.append(
+            f"{len(twins)} of the CoT twins of stock layers {_layers(twins, layer_map)} (bottlenecks with CoT)"
         )
-    unexpected = {i: keys for i, keys in missing.items() if i not in replaced}
+    if classes:
+        parts.append(
+            f"{len(classes)} of the head's class outputs (the weights have nc={source_nc}, this model nc={nc}): "
+            f"{', '.join(classes)}"
+        )
+    if unexpected:
+        parts.append(f"{len(unexpected)} of stock layers {_layers(unexpected, layer_map)} (of another shape)")
+    n, m = len(dst) - len(fresh), len(dst)
+    LOGGER.info(f"yolo_attn: {n}/{m} items transferred; the other {len(fresh)} start fresh: {'; '.join(parts)}")
     if unexpected:
         LOGGER.warning(
-            f"yolo_attn: stock layers {', '.join(map(str, unexpected))} did not (fully) transfer "
-            f"({sum(map(len, unexpected.values()))} items missing or of another shape): are the weights from another "
-            f"scale or model?"
+            f"yolo_attn: stock layers {_layers(unexpected, layer_map)} did not (fully) transfer ({len(unexpected)} "
+            "items of another shape): are the weights from another scale or model?"
         )
 
 
-def load(self, weights, verbose: bool = True):
-    """Ultralytics' `BaseModel.load` that also transfers stock weights into plugin models across inserted layers."""
+def make_load(original: Callable) -> Callable:
+    """Return Ultralytics' `BaseModel.load` that also transfers stock weights into plugin models across insertions."""
+
+    def load(self, weights, verbose: bool = True):
+        """Ultralytics' `BaseModel.load` (wrapped by yolo_attn: stock weights follow the layer map)."""
+        return _load(original, self, weights, verbose)
+
+    load.__wrapped__ = original
+    return load
+
+
+def _load(original: Callable, self: nn.Module, weights, verbose: bool = True):
+    """Hand Ultralytics' `load` a view of the weights with their stock layers at this model's indices."""
     layer_map = layer_map_of(getattr(self, "yaml", None))
     source = (weights.get("ema") or weights["model"]) if isinstance(weights, dict) else weights
+    if isinstance(source, nn.Module):
+        flatten_gammas(source)  # checkpoints before 0.2 hold LayerScale γ as (C, 1, 1); the modules now hold (C,)
     view = remap(source, layer_map) if layer_map else None
-    if view is None:
-        layers = getattr(source, "model", None)
-        if verbose and layer_map and isinstance(layers, nn.Sequential) and len(layers) != len(self.model):
-            LOGGER.warning(
-                f"yolo_attn: the weights come from a model of {len(layers)} layers, neither this model's stock model "
-                f"({sum(i is not None for i in layer_map)} layers) nor a variant of it; they transfer by key and shape "
-                f"only, as in Ultralytics"
-            )
-        return _original_load[0](self, weights, verbose)
-    if verbose:
-        _report(view, self, layer_map)
-    return _original_load[0](self, view, verbose)
-
-
-def patch(base_model: type) -> None:
-    """Install the remapping `load` on Ultralytics' `BaseModel`. Idempotent."""
-    if not _original_load:
-        _original_load.append(base_model.load)
-        base_model.load = load
-
-
-def unpatch(base_model: type) -> None:
-    """Restore Ultralytics' own `BaseModel.load`."""
-    if _original_load:
-        base_model.load = _original_load.pop()
+    layers = getattr(source, "model", None)
+    aligned = isinstance(layers, nn.Sequential) and len(layers) == len(self.model)  # source layers at our indices
+    if view is None and verbose and layer_map and isinstance(layers, nn.Sequential) and not aligned:
+        LOGGER.warning(
+            f"yolo_attn: the weights come from a model of {len(layers)} layers, neither this model's stock model "
+            f"({sum(i is not None for i in layer_map)} layers) nor a variant of it; they transfer by key and shape "
+            f"only, as in Ultralytics"
+        )
+    result = original(self, weights if view is None else view, verbose)
+    if verbose and layer_map and (view is not None or aligned):
+        _report(source if view is None else view, self, layer_map)
+    return result

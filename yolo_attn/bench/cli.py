@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
+
+from yolo_attn.usererrors import FLAGS, HELP, run_command
 
 MODES = {  # mode name -> module; the first is the default
     "models": "yolo_attn.bench.models",
@@ -18,8 +19,11 @@ MODES = {  # mode name -> module; the first is the default
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse `argv` (default: the command line) and run the chosen mode; return its exit status."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Parse `argv` (default: the command line) and run the chosen mode; return its exit status (2: a user's error)."""
+    return run_command("yolo-attn-bench", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     name = argv.pop(0) if argv and argv[0] in MODES else next(iter(MODES))
     mode = importlib.import_module(MODES[name])
     ap = argparse.ArgumentParser(
@@ -29,4 +33,5 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     mode.add_arguments(ap)
+    ap.add_argument(FLAGS[0], FLAGS[1], action="store_true", help=HELP)  # read by run_command
     return mode.main(ap.parse_args(argv))

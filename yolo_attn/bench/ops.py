@@ -48,19 +48,20 @@ WIDTHS = {"n": 0.25, "s": 0.5, "m": 0.75, "l": 1.0}  # YOLOv8 width multiples
 
 
 def operators() -> dict[str, Callable[[int], Any]]:
-    """Reference conv and every operator, by name: channels C -> a C -> C module."""
+    """Reference conv and every built-in operator of the operator table, by name: channels C -> a C -> C module.
+
+    A channel-keeping operator is built as `cls(C, C)`, a CSP twin as `cls(C, C, 1)` (one CoT bottleneck at C/2, as in
+    yolov8n-c2f-cot).
+    """
     from ultralytics.nn.modules import Conv
 
-    from yolo_attn import AttnConv, CoordAtt, CoTAttention
-    from yolo_attn.cot import C2f_CoT
+    from yolo_attn import operators as table
 
-    return {
-        REFERENCE: lambda c: Conv(c, c, 3),
-        "CoTAttention": lambda c: CoTAttention(c, c),
-        "AttnConv": lambda c: AttnConv(c, c),
-        "CoordAtt": lambda c: CoordAtt(c, c),
-        "C2f_CoT": lambda c: C2f_CoT(c, c, 1),  # one CoT bottleneck at C/2, as in yolov8n-c2f-cot
-    }
+    out = {REFERENCE: lambda c: Conv(c, c, 3)}
+    for op in table.BUILTINS:
+        cls = table.load(op.name)
+        out[op.name] = (lambda c, cls=cls: cls(c, c)) if op.keeps_channels else (lambda c, cls=cls: cls(c, c, 1))
+    return out
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:

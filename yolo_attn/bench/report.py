@@ -54,6 +54,24 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def format_delta(diff: float, band: float, inside: bool | None, digits: int = 3) -> str:
+    """Return a difference with its 95% band and verdict; with one seed (`inside` None) the difference alone.
+
+    One seed gives no spread, so no band and no better/worse: the difference could be noise of any size.
+    """
+    if inside is None:
+        return f"{diff:+.{digits}f} (1 seed: no band, no verdict)"
+    verdict = "inside the noise" if inside else ("better" if diff > 0 else "worse")
+    return f"{diff:+.{digits}f} ± {band:.{digits}f}: {verdict}"
+
+
+def duration(seconds: float) -> str:
+    """Return a duration for progress lines: 45 s, 3.2 min, 1.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 def _fmt_ms(e: Entry, key: str) -> str:
     if f"{key}_ms" not in e.results:
         return "—"
@@ -72,10 +90,7 @@ def _fmt_map(e: Entry, key: str) -> str:
 def _fmt_delta(e: Entry, stock: Entry | None) -> str:
     if e.stock or stock is None or not e.results.get("map_seeds") or not stock.results.get("map_seeds"):
         return "—" if not e.stock else "reference"
-    diff, band, inside = noise_test(e.results["map_seeds"], stock.results["map_seeds"])
-    if inside is None:
-        return f"{diff:+.3f} (1 seed: no noise estimate)"
-    return f"{diff:+.3f} ± {band:.3f}: " + ("inside the noise" if inside else ("better" if diff > 0 else "worse"))
+    return format_delta(*noise_test(e.results["map_seeds"], stock.results["map_seeds"]))
 
 
 def flops_table(entries: list[Entry], imgsz: int) -> list[str]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from yolo_attn.bench.report import duration
 from yolo_attn.bench.timing import quiet
 from yolo_attn.bench.zoo import Entry, guard
 
@@ -101,6 +102,7 @@ def train_all(entries: list[Entry], args: argparse.Namespace, out: Path) -> list
     options = {k: getattr(args, k) for k in keys}
     run_seconds = []
     (out / "train").mkdir(exist_ok=True)
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="yolo_attn_train_") as tmp:
         # Seed-major order: drift on the machine and the pairing of concurrent runs hit every model alike.
         jobs = [(seed, e) for seed in range(args.seeds) for e in entries]
@@ -118,9 +120,13 @@ def train_all(entries: list[Entry], args: argparse.Namespace, out: Path) -> list
                 csv_file = Path(tmp) / f"{e.name}-seed{seed}" / "results.csv"
                 if csv_file.is_file():
                     shutil.copy(csv_file, out / "train" / f"{e.name}-seed{seed}.csv")
+                elapsed = (
+                    time.perf_counter() - started
+                )  # runs overlap: the wall time per finished run predicts the rest
+                left = f", about {duration(elapsed / k * (len(jobs) - k))} left" if k < len(jobs) else ""
                 print(
                     f"benchmark: [{k}/{len(jobs)}] {e.name} seed {seed}: mAP50 {res['map50']:.3f} "
-                    f"mAP50-95 {res['map']:.3f} ({res['seconds']:.0f}s, {res['cpu_seconds']:.0f} CPU s)",
+                    f"mAP50-95 {res['map']:.3f} ({res['seconds']:.0f}s, {res['cpu_seconds']:.0f} CPU s{left})",
                     flush=True,
                 )
     return run_seconds

@@ -1,0 +1,259 @@
+"""Attention maps (`yolo_attn.attention_maps`, `yolo-attn maps`): known answers from the operators' equations, shapes
+and ranges for every operator, the model left untouched, and the command writing its PNGs."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import randomise_norms, run
+from torch import nn
+
+from yolo_attn.attn_conv import AttnConv
+from yolo_attn.coord_att import CoordAtt
+from yolo_attn.cot import C2f_CoT, C3k2_CoT, CoTAttention
+from yolo_attn.maps import attention_maps
+
+YOLO_ATTN_BIN = str(Path(sys.executable).with_name("yolo-attn"))
+
+
+def image(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    """A random HxWx3 uint8 BGR image."""
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_coord_att_map_peaks_on_the_row_its_height_attention_picks():
+    """a_h is made to peak at feature row 5 (and a_w flat): the map's maximum lies on the image rows of feature row 5.
+
+    Hand-set weights: the squeeze output f carries a one-hot marker of row 5 in channel 0 (the stem writes a bright
+    horizontal band there), attn_h turns channel 0 into a large logit, attn_w is zero (a_w = 0.5 everywhere).
+    """
+    torch.manual_seed(0)
+    ca = CoordAtt(8, 8)
+    stem = nn.Conv2d(3, 8, 1)  # stride 1: feature rows are image rows
+    net = nn.Sequential(stem, ca)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        stem.weight[:, 0] = 1.0  # every channel = the red channel (BGR index 2 -> RGB index 0)
+        ca.squeeze.conv.weight[0, :] = 1.0  # f_0 = h_swish(BN(sum of channels)) ~ row brightness
+        ca.squeeze.bn.weight.fill_(1.0)
+        ca.squeeze.bn.running_var.fill_(1.0)
+        ca.attn_h.weight[:, 0] = 20.0  # a_h[c, y] = σ(20 f_0[y] + b)
+        ca.attn_h.bias.fill_(-10.0)
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[5, :, 2] = 255  # a bright red row 5
+    x = torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1).float()[None] / 255
+    (m,) = attention_maps(net, x)
+    assert m.feature_size == (32, 32) and m.name == "CoordAtt" and m.index == 1
+    assert np.unravel_index(m.map.argmax(), m.map.shape)[0] == 5
+    assert m.map[5].min() == pytest.approx(1.0) and m.map[20].max() < 0.05  # a_w flat: the whole row is the peak
+
+
+def test_coord_att_map_is_the_mean_outer_product_of_its_directional_attentions():
+    """On a tensor source the raw map equals mean_c σ(a_h) σ(a_w) computed by hand from the layer's convs."""
+    torch.manual_seed(1)
+    ca = randomise_norms(CoordAtt(16, 16)).eval()
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), ca)
+    x = torch.rand(1, 3, 64, 96)
+    (m,) = attention_maps(net, x)
+    with torch.no_grad():
+        f = net[0](x)
+        z = torch.cat((f.mean(3, keepdim=True), f.mean(2, keepdim=True).transpose(2, 3)), 2)
+        s = ca.squeeze(z)
+        a_h = ca.attn_h(s[:, :, :32]).sigmoid()
+        a_w = ca.attn_w(s[:, :, 32:].transpose(2, 3)).sigmoid()
+        ref = (a_h * a_w).mean(1)[0].numpy()
+    np.testing.assert_allclose(m.raw, ref, rtol=1e-5, atol=1e-6)
+    assert m.map.shape == (64, 96) and m.map.min() == 0 and m.map.max() == pytest.approx(1)
+    assert ref.min() - 1e-6 <= m.range[0] < m.range[1] <= ref.max() + 1e-6  # bilinear upsampling stays inside
+
+
+def test_cot_map_is_the_fused_dynamic_context():
+    """CoTAttention's raw map is mean_c |a_dyn[c] K2[c]|, written from the block's equations (K2 and the fusion)."""
+    torch.manual_seed(2)
+    cot = randomise_norms(CoTAttention(16, 16)).eval()
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), cot)
+    x = torch.rand(1, 3, 40, 56)
+    (m,) = attention_maps(net, x)
+    with torch.no_grad():
+        f = net[0](x)
+        k1 = cot.key(f)
+        a = cot.attn_norm(cot.attn_expand(cot.attn_reduce(torch.cat((f, k1), 1)))).reshape(1, 2, 9, 20, 28)
+        v = torch.nn.functional.pad(cot.value(f), (1, 1, 1, 1))
+        k2 = torch.zeros(1, 16, 20, 28)
+        for c in range(16):
+            for d in range(9):
+                k2[0, c] += a[0, c % 2, d] * v[0, c, d // 3 : d // 3 + 20, d % 3 : d % 3 + 28]
+        k2 = cot.dyn_act(cot.dyn_bn(k2))
+        z = cot.se_expand(cot.se_reduce(k1.mean((2, 3), keepdim=True) + k2.mean((2, 3), keepdim=True)))
+        w_dyn = torch.softmax(z.reshape(1, 16, 2), 2)[..., 0].reshape(1, 16, 1, 1)
+        ref = (w_dyn * k2).abs().mean(1)[0].numpy()
+    np.testing.assert_allclose(m.raw, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_attn_conv_map_is_the_local_context_weight_magnitude():
+    """AttnConv's raw map is mean_c |tanh(d^-0.5 gate(Q ⊙ K))| of its local branch."""
+    torch.manual_seed(3)
+    layer = AttnConv(16, 16).eval()
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), layer)
+    x = torch.rand(1, 3, 32, 48)
+    (m,) = attention_maps(net, x)
+    with torch.no_grad():
+        group = layer.local_groups[0]
+        q, k, _ = group.dw(group.qkv(layer.norm(net[0](x)))).chunk(3, 1)
+        ref = torch.tanh(group.gate(q * k) * group.scale).abs().mean(1)[0].numpy()
+    np.testing.assert_allclose(m.raw, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_attn_conv_without_local_branch_shows_global_attention_received():
+    """With global_ratio=1 the map is the attention each pooled cell receives: it sums to H·W over the pooled grid."""
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), AttnConv(16, 16, global_ratio=1.0, pool_size=4))
+    (m,) = attention_maps(net, torch.rand(1, 3, 32, 32))  # 16x16 features, a 4x4 pooled grid
+    cells = m.raw[::4, ::4]  # one value per pooled cell, spread over its 4x4 pixels
+    assert cells.sum() == pytest.approx(16 * 16 * 1.0, rel=1e-4)  # every query's softmax sums to 1
+    np.testing.assert_array_equal(m.raw, np.kron(cells, np.ones((4, 4), np.float32)))
+
+
+@pytest.mark.parametrize("cls", [CoordAtt, CoTAttention, AttnConv])
+def test_identity_start_gives_a_uniform_map(cls):
+    """layer_scale=0.0: the layer is the identity; it re-weights / contributes nothing, so its map is flat (zeros)."""
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), randomise_norms(cls(16, 16, layer_scale=0.0)))
+    (m,) = attention_maps(net, image(), imgsz=64)
+    assert m.uniform and not m.map.any() and m.map.shape == (48, 64)
+
+
+def test_coord_att_layer_scale_keeps_the_shape_of_the_map():
+    """A uniform γ only rescales 1 + γ(a_h a_w − 1) around 1: the normalised map equals the paper form's."""
+    torch.manual_seed(6)
+    paper = randomise_norms(CoordAtt(16, 16))
+    scaled = CoordAtt(16, 16, layer_scale=0.3)
+    scaled.load_state_dict({**paper.state_dict(), "gamma": torch.full((16, 1, 1), 0.3)})
+    stem = nn.Conv2d(3, 16, 3, 2, 1)
+    maps = []
+    for layer in (paper, scaled):
+        net = nn.Sequential(stem, layer)
+        maps.append(attention_maps(net, image(), imgsz=64)[0])
+    assert not maps[0].uniform
+    # Equal up to float32 rounding of 1 + γ(w − 1), which is large against the small range of a random layer's map.
+    np.testing.assert_allclose(maps[0].map, maps[1].map, atol=5e-3)
+
+
+def test_blocks_give_one_map_per_inner_cot_and_third_party_layers_the_generic_map(monkeypatch):
+    """C2f_CoT / C3k2_CoT: one map per inner CoTAttention; a third-party operator in the plugin's table gets
+    ||y − x|| / ||x||, and a layer that defines `attention_map` (here one picked by index) supplies its own."""
+    import yolo_attn.maps
+
+    torch.manual_seed(7)
+
+    class Shift(nn.Module):  # a stand-in third-party operator: changes its input by 1 on the right half only
+        def forward(self, x):
+            y = x.clone()
+            y[..., x.shape[-1] // 2 :] += 1
+            return y
+
+    class OwnMap(nn.Module):  # a layer that knows its own map: the first channel of its output
+        def forward(self, x):
+            return x
+
+        def attention_map(self, x, y):
+            return y[:, 0]
+
+    monkeypatch.setattr(yolo_attn.maps, "_registered_names", lambda: {"CoordAtt", "Shift"})  # as if registered
+    stem = nn.Conv2d(3, 32, 3, 2, 1)
+    net = nn.Sequential(stem, C2f_CoT(32, 32, n=2), C3k2_CoT(32, 32, c3k=True), Shift(), OwnMap(), nn.Identity())
+    maps = attention_maps(net, image(64, 64), imgsz=64, include=[4])
+    assert [m.key for m in maps] == [
+        (1, "C2f_CoT.m.0.cv2"),
+        (1, "C2f_CoT.m.1.cv2"),
+        (2, "C3k2_CoT.m.0.m.0.cv2"),
+        (2, "C3k2_CoT.m.0.m.1.cv2"),
+        (3, "Shift"),
+        (4, "OwnMap"),
+    ]
+    for m in maps:
+        assert m.map.shape == (64, 64) and m.map.dtype == np.float32 and 0 <= m.map.min() and m.map.max() <= 1
+    shift, own = maps[-2:]
+    assert shift.raw[:, :16].max() == 0 and shift.raw[:, 16:].min() > 0  # changed exactly where it acts
+    with torch.no_grad():
+        y = net[:4].eval()(torch.from_numpy(image(64, 64)[..., ::-1].copy()).permute(2, 0, 1).float()[None] / 255)
+    np.testing.assert_allclose(own.raw, y[0, 0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_by_reference_yolo_model_maps_and_model_unchanged(tmp_path):
+    """A `base: yolov8.yaml` model with all three operators: a map per layer at the image's size, in [0, 1], and the
+    model's state dict, train/eval modes and hooks exactly as before the call."""
+    from ultralytics import YOLO
+
+    cfg = tmp_path / "yolov8n-maps.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {"base": "yolov8.yaml", "insert": [[4, "CoordAtt", []], [6, "CoTAttention", []], [9, "AttnConv", []]]}
+        )
+    )
+    model = YOLO(str(cfg))
+    net = model.model
+    net.train()
+    net.model[3].eval()  # a mixed state must come back as it was
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    modes = [m.training for m in net.modules()]
+    maps = attention_maps(model, image(60, 100), imgsz=96)
+    assert [(m.index, m.name) for m in maps] == [(5, "CoordAtt"), (8, "CoTAttention"), (12, "AttnConv")]
+    assert [m.feature_size for m in maps] == [(8, 12), (4, 6), (2, 3)]  # 60x100 -> 58x96 -> padded to 64x96
+    for m in maps:
+        assert m.map.shape == (60, 100) and 0 <= m.map.min() and m.map.max() <= 1
+    assert [m.training for m in net.modules()] == modes
+    assert all(not m._forward_hooks for m in net.modules())
+    after = net.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    # A checkpoint path (what the command line gets) gives the maps of the model it holds. (Not those of `model`:
+    # checkpoints store half-precision weights, and a random model's maps are flat enough for that to show.)
+    model.save(tmp_path / "maps.pt")
+    from_path = attention_maps(str(tmp_path / "maps.pt"), image(60, 100), imgsz=96)
+    from_object = attention_maps(YOLO(str(tmp_path / "maps.pt")), image(60, 100), imgsz=96)
+    assert [m.key for m in from_path] == [m.key for m in maps]
+    for a, b in zip(from_path, from_object):
+        np.testing.assert_array_equal(a.map, b.map)
+
+
+def test_letterbox_padding_is_cut_off():
+    """A wide image is padded top and bottom; the map covers only the image: a row-peaked raw map keeps its row."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), CoordAtt(8, 8))
+    from yolo_attn.maps import preprocess
+
+    x, original, crop = preprocess(image(30, 64), imgsz=64, stride=32)
+    assert x.shape == (1, 3, 32, 64) and original.shape == (30, 64, 3) and crop == (1, 0, 30, 64)
+    (m,) = attention_maps(net, image(30, 64), imgsz=64)
+    assert m.map.shape == (30, 64) and m.feature_size == (32, 64)
+
+
+def test_cli_writes_one_png_per_image(tmp_path, tiny_data, monkeypatch, capsys):
+    """From an empty directory `yolo-attn maps source=DIR model=YAML` writes a PNG per image into runs/maps/maps, and
+    says so; a second run (in-process, with --model/--source) writes into a new run folder."""
+    from ultralytics.utils import DATASETS_DIR
+
+    from yolo_attn.cli import main
+
+    src = tmp_path / "images"  # two of the tiny data set's images, plus a file that is not an image
+    src.mkdir()
+    for image in sorted((DATASETS_DIR / "synth-shapes-tiny" / "images" / "val").iterdir())[:2]:
+        shutil.copy(image, src)
+    (src / "notes.txt").write_text("not an image")
+    images = sorted(src.glob("*.jpg"))
+    cwd = tmp_path / "empty"
+    cwd.mkdir()
+    proc = run([YOLO_ATTN_BIN, "maps", f"source={src}", "model=yolov8n-ca.yaml", "imgsz=128"], cwd=cwd)
+    out = cwd / "runs" / "maps" / "maps"
+    assert proc.stdout.strip().endswith(f"saved to {Path('runs', 'maps', 'maps')}")
+    assert len(images) == 2 and sorted(p.stem for p in out.iterdir()) == [p.stem for p in images]
+    # Numbered as Ultralytics numbers its runs (maps-2 in 8.4, maps2 before).
+    monkeypatch.chdir(cwd)
+    main(["maps", "--model", "yolov8n-ca.yaml", "--source", str(images[0]), "imgsz=64"])
+    second = cwd / capsys.readouterr().out.strip().splitlines()[-1].rsplit(" saved to ", 1)[1]
+    assert second.parent == out.parent and second != out
+    assert (second / f"{images[0].stem}.png").stat().st_size > 1000

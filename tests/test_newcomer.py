@@ -1,0 +1,283 @@
+"""What a newcomer hits first: a misspelled YAML key is an error naming both spellings, `yolo-attn expand` validates
+as the build does, and the plugin's commands print a user's mistake as one line (exit 2) without a traceback."""
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import ultralytics
+from ultralytics import YOLO
+from ultralytics.utils import LOGGER, YAML
+
+from yolo_attn.yamlkeys import PLUGIN_KEYS, ULTRALYTICS_KEYS, UnknownKeyError
+
+YOLO_ATTN_BIN = str(Path(sys.executable).with_name("yolo-attn"))
+YOLO_ATTN_BENCH_BIN = str(Path(sys.executable).with_name("yolo-attn-bench"))
+FULL_YAML = """nc: 3
+{extra}backbone:
+  - [-1, 1, Conv, [16, 3, 2]]
+  - [-1, 1, CoordAtt, [16{options}]]
+  - [-1, 1, Conv, [32, 3, 2]]
+head:
+  - [-1, 1, Classify, [nc]]
+"""
+
+
+def command(args: list, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "text, typo, meant",
+    [
+        ("base: yolo11.yaml\ninsrt:\n  - [6, CoTAttention, []]\n", "insrt", "insert"),
+        ("base: yolo11.yaml\nlayer_scal: 0.0\ninsert:\n  - [6, CoTAttention, []]\n", "layer_scal", "layer_scale"),
+        ("base: yolo11.yaml\nnc: 3\nreplce:\n  - [2, C3k2_CoT]\n", "replce", "replace"),
+        (FULL_YAML.format(extra="widht_multiple: 0.5\n", options=""), "widht_multiple", "width_multiple"),
+    ],
+    ids=["insrt", "layer_scal", "replce", "full-yaml"],
+)
+def test_misspelled_key_of_a_plugin_yaml_names_both_spellings(tmp_path, text, typo, meant):
+    (tmp_path / "typo.yaml").write_text(text)
+    with pytest.raises(UnknownKeyError, match=rf"'{typo}'.*did you mean '{meant}'"):
+        YOLO(str(tmp_path / "typo.yaml"))
+
+
+def test_stock_yaml_keeps_ultralytics_behaviour_for_unknown_keys(tmp_path):
+    stock = FULL_YAML.format(extra="my_note: anything\n", options="").replace("CoordAtt, [16]", "Conv, [16, 3, 1]")
+    (tmp_path / "stock.yaml").write_text(stock)
+    assert YOLO(str(tmp_path / "stock.yaml")).task == "classify"
+
+
+def test_every_key_of_the_stock_and_shipped_yamls_is_known():
+    """A key that Ultralytics' own YAMLs (or the plugin's) use must never be reported as unknown."""
+    root = Path(ultralytics.__file__).parent / "cfg" / "models"
+    shipped = Path(__file__).parents[1] / "model_yamls"
+    keys = {key for path in [*root.rglob("*.yaml"), *shipped.glob("*.yaml")] for key in YAML.load(path)}
+    assert keys - {"scale", "yaml_file"} <= set(ULTRALYTICS_KEYS + PLUGIN_KEYS)  # the two added by the loader
+
+
+def test_expand_reports_a_wrong_option_in_one_line_and_exit_2(tmp_path):
+    (tmp_path / "bad.yaml").write_text('base: yolo11n.yaml\ninsert:\n  - [6, CoTAttention, {kernel_size: "three"}]\n')
+    proc = command([YOLO_ATTN_BIN, "expand", "bad.yaml"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("yolo-attn: error:")]
+    assert len(errors) == 1 and "kernel_size='three'" in errors[0] and "CoTAttention" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    proc = command([YOLO_ATTN_BIN, "expand", "bad.yaml", "--traceback"], tmp_path)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "LayerError" in proc.stderr
+
+
+def test_expand_validates_rows_the_parser_would_reject(tmp_path):
+    """A forward `from` in a full YAML: `expand` fails as the build fails, naming the layer."""
+    text = FULL_YAML.format(extra="", options="").replace("[-1, 1, Conv, [32, 3, 2]]", "[3, 1, Conv, [32, 3, 2]]")
+    (tmp_path / "forward.yaml").write_text(text)
+    proc = command([YOLO_ATTN_BIN, "expand", "forward.yaml"], tmp_path)
+    assert proc.returncode == 2 and "layer 2" in proc.stderr and "'from' index 3" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bench_reports_a_missing_file_in_one_line(tmp_path):
+    proc = command([YOLO_ATTN_BENCH_BIN, "finetune", "--data", "no-such-data.yaml", "--out", tmp_path], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "yolo-attn-bench: error:" in proc.stderr and "no-such-data.yaml" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def logged(fn) -> list:
+    """Call `fn` and return the messages Ultralytics' logger emitted meanwhile."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    LOGGER.addHandler(handler)
+    try:
+        fn()
+    finally:
+        LOGGER.removeHandler(handler)
+    return [r.getMessage() for r in records]
+
+
+def transfer_lines(messages: list) -> tuple:
+    """Return (N, M) of Ultralytics' "Transferred N/M items" line and the plugin's lines about the rest."""
+    n, m = next(map(int, re.search(r"Transferred (\d+)/(\d+) items", s).groups()) for s in messages if "Transferr" in s)
+    return n, m, [s for s in messages if "yolo_attn:" in s]
+
+
+@pytest.fixture(scope="module")
+def stock_yolo11n(tmp_path_factory) -> Path:
+    """A stock YOLO11n checkpoint (nc 80) built in-process and saved as Ultralytics' checkpoint dict: no download."""
+    path = tmp_path_factory.mktemp("stock") / "yolo11n-stock.pt"
+    torch.save({"model": YOLO("yolo11n.yaml").model.half(), "train_args": {}}, path)
+    return path
+
+
+@pytest.mark.parametrize("layer_scale, n, m", [("", 499, 569), ("layer_scale: 0.0\n", 499, 571)])
+def test_readme_transfer_line(tmp_path, stock_yolo11n, layer_scale, n, m):
+    """The README quotes these lines: yolo11n-cot from stock yolo11n weights, with and without the identity start."""
+    (tmp_path / "yolo11n-cot-x.yaml").write_text(f"base: yolo11n-cot.yaml\n{layer_scale}")
+    model = YOLO(str(tmp_path / "yolo11n-cot-x.yaml"))
+    messages = logged(lambda: model.load(str(stock_yolo11n)))
+    assert f"Transferred {n}/{m} items from pretrained weights" in messages
+    assert transfer_lines(messages)[2] == [
+        f"yolo_attn: {n}/{m} items transferred; the other {m - n} start fresh: {m - n} of the inserted layers 7, 10 "
+        "(new)"
+    ]
+
+
+def test_transfer_with_another_class_count_names_the_head_items(tmp_path, stock_yolo11n):
+    (tmp_path / "yolo11n-cot-nc3.yaml").write_text("base: yolo11n-cot.yaml\nnc: 3\n")
+    model = YOLO(str(tmp_path / "yolo11n-cot-nc3.yaml"))
+    n, m, ours = transfer_lines(logged(lambda: model.load(str(stock_yolo11n))))
+    assert len(ours) == 1 and f"{n}/{m} items transferred; the other {m - n} start fresh" in ours[0]
+    counts = [int(c) for c in re.findall(r"[:;] (\d+) of the", ours[0])]
+    assert sum(counts) == m - n and len(counts) == 2, ours  # inserted layers + head
+    head = [k for k in model.model.state_dict() if re.fullmatch(r"model\.25\.cv3\.\d\.2\.(weight|bias)", k)]
+    assert "the weights have nc=80, this model nc=3" in ours[0] and all(k in ours[0] for k in head) and len(head) == 6
+
+
+def test_transfer_across_scales_counts_the_complement_of_n_of_m():
+    source, target = YOLO("yolo11n.yaml").model, YOLO("yolo11s-ca.yaml").model
+    n, m, ours = transfer_lines(logged(lambda: target.load(source)))
+    inserted = int(re.search(r"(\d+) of the inserted layers", ours[0]).group(1))
+    missing = int(re.search(r"\((\d+) items of another shape\)", ours[1]).group(1))
+    assert inserted + missing == m - n and "did not (fully) transfer" in ours[1], ours
+
+
+def export_warnings(model: str) -> set:
+    """Export `model` to ONNX at 64 px; return the (category, file, line) of every warning raised meanwhile."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        YOLO(model).export(format="onnx", imgsz=64, simplify=False)  # the warnings come from torch's exporter
+    return {(w.category.__name__, Path(w.filename).name, w.lineno) for w in caught}
+
+
+def test_plugin_onnx_export_warns_no_more_than_stock(tmp_path, monkeypatch):
+    """CoT (also as a C3k2 twin), AttnConv and CoordAtt export with the warnings a stock export gives, no others."""
+    pytest.importorskip("onnx")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "yolo11n-all.yaml").write_text(
+        "base: yolo11n.yaml\ninsert:\n  - [4, CoordAtt, []]\n  - [6, CoTAttention, []]\n  - [16, AttnConv, []]\n"
+        "replace:\n  - [8, C3k2_CoT]\n"
+    )
+    stock = export_warnings("yolo11n.yaml")
+    plugin = export_warnings(str(tmp_path / "yolo11n-all.yaml"))
+    assert plugin <= stock, f"only in the plugin's export: {plugin - stock}"
+
+
+def test_import_name_installs_as_the_distribution():
+    """Ultralytics auto-installs a checkpoint's missing module by its import name (`yolo_attn`); pip normalises that
+    to the distribution `yolo-attn`, so publishing this project under its name makes that install fetch the plugin."""
+    from packaging.utils import canonicalize_name
+
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    name = re.search(r'^name = "([^"]+)"', pyproject, re.M).group(1)
+    assert canonicalize_name("yolo_attn") == canonicalize_name(name)
+
+
+@pytest.mark.exhaustive  # two fresh interpreters importing Ultralytics: ~20 s idle, over a minute on a loaded machine
+def test_checkpoint_where_the_plugin_is_not_installed(tmp_path):
+    """Without the plugin (`python -S`: no .pth, so neither the hook nor the editable install), Ultralytics announces
+    an auto-install of 'yolo_attn'; under ULTRALYTICS_SAFE_LOAD=1 it installs nothing (offline here either way)."""
+    torch.save({"model": YOLO("yolo11n-ca.yaml").model, "train_args": {}}, tmp_path / "ca.pt")
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    code = f"import sys; sys.path.append({site!r}); from ultralytics import YOLO; YOLO('ca.pt')"
+    logs = {}
+    for safe in ("0", "1"):
+        env = {**os.environ, "ULTRALYTICS_SAFE_LOAD": safe, "YOLO_AUTOINSTALL": "1", "YOLO_OFFLINE": "1"}
+        proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode != 0
+        logs[safe] = proc.stdout + proc.stderr
+    assert "AutoInstall will run now for 'yolo_attn'" in logs["0"]
+    assert "AutoInstall" not in logs["1"] and "references types outside" in logs["1"], logs["1"]
+
+
+def finetune_entries(stock_maps: list, variant_maps: list, map0: float) -> list:
+    from yolo_attn.bench.zoo import Entry
+
+    results = [
+        {"map0": map0, "map_seeds": maps, "map50_seeds": [m + 0.2 for m in maps]} for maps in (stock_maps, variant_maps)
+    ]
+    return [
+        Entry("yolov8n", "", "yolov8", True, results=results[0]),
+        Entry("yolov8n-ca", "", "yolov8", False, results=results[1]),
+    ]
+
+
+def finetune_settings(seeds: int) -> dict:
+    return {"machine": "Machine: test", "started": "now", "minutes": 1.0, "weights": "w.pt", "pretraining": "given",
+            "epochs": 1, "imgsz": 128, "batch": 16, "seeds": seeds, "data": "d.yaml"}  # fmt: skip
+
+
+@pytest.fixture()
+def agg_backend():
+    """The report switches matplotlib to Agg; restore the backend afterwards."""
+    matplotlib = pytest.importorskip("matplotlib")
+    backend = matplotlib.get_backend()
+    yield
+    matplotlib.use(backend)
+
+
+def test_finetune_report_with_one_seed_gives_no_verdict(tmp_path, agg_backend):
+    from yolo_attn.bench.finetune import write_report
+
+    write_report(finetune_entries([0.30], [0.32], 0.25), finetune_settings(1), tmp_path)
+    table = [line for line in (tmp_path / "finetune.md").read_text().splitlines() if line.startswith("| yolov8n-ca")]
+    assert "+0.0200 (1 seed: no band, no verdict)" in table[0]
+    assert not any(word in table[0] for word in ("better", "worse", "inside", "nan"))
+    write_report(finetune_entries([0.30, 0.31, 0.30], [0.40, 0.41, 0.40], 0.25), finetune_settings(3), tmp_path)
+    assert "better" in (tmp_path / "finetune.md").read_text()
+
+
+def test_finetune_report_says_when_the_stock_model_ranks_nothing(tmp_path, agg_backend):
+    from yolo_attn.bench.finetune import MIN_STOCK_MAP, write_report
+
+    write_report(finetune_entries([0.0, 0.001], [0.0, 0.002], 0.0), finetune_settings(2), tmp_path)
+    text = (tmp_path / "finetune.md").read_text()
+    assert f"below {MIN_STOCK_MAP}" in text and text.index("not learnt") < text.index("| model |")
+    write_report(finetune_entries([0.3, 0.31], [0.3, 0.32], 0.3), finetune_settings(2), tmp_path)
+    assert "not learnt" not in (tmp_path / "finetune.md").read_text()
+
+
+def test_finetune_chart_title_pluralises():
+    from yolo_attn.bench.finetune import chart_title
+
+    assert "1 epoch " in chart_title(finetune_settings(1)) and "1 seed" in chart_title(finetune_settings(1))
+    assert "3 seeds" in chart_title({**finetune_settings(3), "epochs": 3}) and "3 epochs" in chart_title(
+        {**finetune_settings(3), "epochs": 3}
+    )
+
+
+def test_finetune_quick_preset_fills_defaults_only():
+    import argparse
+
+    from yolo_attn.bench.finetune import PRESETS, add_arguments, apply_preset
+
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    args = ap.parse_args(["--preset", "quick", "--seeds", "4", "--family", "yolo11"])
+    apply_preset(args)
+    assert args.seeds == 4 and args.epochs == PRESETS["quick"]["epochs"] and args.imgsz == PRESETS["quick"]["imgsz"]
+    assert args.models == ["yolo11n-ca", "yolo11n-cot"]
+    plain = ap.parse_args([])
+    apply_preset(plain)
+    assert plain.epochs == ap.get_default("epochs") and plain.models is None
+
+
+@pytest.mark.exhaustive  # the quick preset as a user runs it: about 5 min on 2 idle cores, plus building synth-shapes
+def test_finetune_quick_preset_end_to_end(tmp_path):
+    proc = command([YOLO_ATTN_BENCH_BIN, "finetune", "--preset", "quick", "--out", tmp_path], tmp_path, timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "pretraining epoch 1/5" in proc.stdout and "left)" in proc.stdout  # progress with an estimate
+    assert "[1/6]" in proc.stdout and "[6/6]" in proc.stdout  # 3 models x 2 seeds, one line per run
+    text = (tmp_path / "finetune.md").read_text()
+    assert [line.split("|")[1].strip(" *") for line in text.splitlines() if line.startswith("| yolov8n")] == [
+        "yolov8n",
+        "yolov8n-ca",
+        "yolov8n-cot",
+    ]
