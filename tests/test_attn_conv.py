@@ -313,3 +313,38 @@ def test_weights_only_reload(tmp_path):
     x = torch.randn(1, 32, 7, 5)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), m(x))
+
+
+def test_max_key_grid_keeps_the_paper_pooling_up_to_its_bound():
+    # max_key_grid only widens the pool where the key grid would exceed it: below, the layer is the default one.
+    torch.manual_seed(0)
+    default = _randomise(AttnConv(32, 32)).eval()
+    bounded = AttnConv(32, 32, max_key_grid=20).eval()
+    bounded.load_state_dict(default.state_dict())
+    x = torch.randn(1, 32, 80, 77)  # P3 of a 640 px input: a 20 x 20 grid with the default stride 4
+    with torch.no_grad():
+        assert torch.equal(bounded(x), default(x))
+    assert AttnConv(32, 32).global_group.max_key_grid == 0  # the default stays the paper's fixed stride
+
+
+def test_max_key_grid_bounds_the_keys_at_large_inputs():
+    torch.manual_seed(0)
+    bounded = _randomise(AttnConv(16, 16, pool_size=4, max_key_grid=6)).eval()
+    keys = []
+    bounded.global_group.kv.register_forward_hook(lambda mod, inp, out: keys.append(inp[0].shape[2:]))
+    with torch.no_grad():
+        for size in [(100, 70), (250, 9), (96, 96)]:
+            bounded(torch.randn(1, 16, *size))
+    assert keys == [(6, 6), (6, 3), (6, 6)]  # strides (17, 12), (42, 4), (16, 16); unbounded: 25x18, 63x3, 24x24
+    # Same function as the paper's layer with that wider stride: at 96 x 96 the bound pools with stride 16.
+    wide = AttnConv(16, 16, pool_size=16).eval()
+    wide.load_state_dict(bounded.state_dict())
+    x = torch.randn(1, 16, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(bounded(x), wide(x))
+    del bounded.global_group.max_key_grid  # a layer pickled before the option existed runs as the default
+    with torch.no_grad():
+        assert bounded(torch.randn(1, 16, 100, 70)).shape == (1, 16, 100, 70)
+    assert keys[-1] == (25, 18)
+    with pytest.raises(ValueError, match="AttnConv max_key_grid"):
+        AttnConv(16, 16, max_key_grid=-1)

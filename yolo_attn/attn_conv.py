@@ -100,13 +100,16 @@ class _GlobalGroup(nn.Module):
     """Global (low-frequency) branch for g heads: attention from every position to an average-pooled grid.
 
     Q = Conv1x1(X); [K, V] = Conv1x1(AvgPool_s(X)); per head softmax(Q Kᵀ · d^-0.5) V.
+    With `max_key_grid` = m > 0 the pooling stride per axis grows to max(s, ceil(H / m)) (and W alike), so at most
+    m x m keys are attended to whatever the input size; inputs up to s·m pixels per side pool exactly as without it.
     """
 
-    def __init__(self, c: int, heads: int, head_dim: int, pool_size: int):
+    def __init__(self, c: int, heads: int, head_dim: int, pool_size: int, max_key_grid: int = 0):
         super().__init__()
         self.heads = heads
         self.head_dim = head_dim
         self.pool_size = pool_size
+        self.max_key_grid = max_key_grid
         self.scale = head_dim**-0.5
         self.q = nn.Conv2d(c, heads * head_dim, 1)
         self.kv = nn.Conv2d(c, 2 * heads * head_dim, 1)
@@ -118,7 +121,10 @@ class _GlobalGroup(nn.Module):
         # The official AvgPool2d(s, s) needs H and W divisible by s. ceil_mode keeps the partial windows at the
         # bottom/right edge; with no padding each of them is averaged over its valid pixels only, so 1x1 or 13x9 maps
         # work and divisible sizes give exactly the official result. Exports as a single ONNX AveragePool.
-        pooled = F.avg_pool2d(x, s, s, ceil_mode=True, count_include_pad=False) if s > 1 else x  # (B, C, h', w')
+        m = getattr(self, "max_key_grid", 0)  # modules pickled before the option existed have no attribute
+        if m:  # the stride follows the input size; an export records the one of its traced size
+            s = (max(s, -(-h // m)), max(s, -(-w // m)))
+        pooled = F.avg_pool2d(x, s, s, ceil_mode=True, count_include_pad=False) if s != 1 else x  # (B, C, h', w')
         # Channel layout of the K/V conv is (2, g, d), as in the official code.
         k, v = self.kv(pooled).reshape(b, 2, g, d, -1).transpose(-1, -2).unbind(1)  # 2 x (B, g, h'·w', d)
         out = _attention(q, k, v, self.scale)  # (B, g, H·W, d)
@@ -202,6 +208,13 @@ class AttnConv(nn.Module):
         layer_scale (float | None): Initial per-channel γ on each residual branch (LayerScale); 0.0 makes the layer
             start as the exact identity, so it can be inserted into a trained network without changing its
             predictions. None (default) = no γ. Needs `shortcut=True`.
+        max_key_grid (int): Bound on the global group's key grid for high-resolution inputs: 0 (default, the
+            paper's) pools with the fixed stride `pool_size`, so the keys grow with the image (ceil(H/s)·ceil(W/s))
+            and the global branch's cost with its square; m > 0 widens the pooling stride per axis where needed
+            (max(s, ceil(H/m))), so at most m x m keys and a cost linear in pixels. Feature maps up to
+            `pool_size`·m pixels per side pool exactly as with 0 (e.g. m = 20: P3 of a 640 px input). The stride is
+            then computed from the input size, so an ONNX export holds the stride of its export size (Ultralytics
+            exports a static shape by default).
 
     Raises:
         ValueError: If `c2 != c1` or an option is out of range or does not fit the channel count.
@@ -218,6 +231,7 @@ class AttnConv(nn.Module):
         shortcut: bool = True,
         ffn_ratio: float = 0.0,
         layer_scale: float | None = None,
+        max_key_grid: int = 0,
     ):
         super().__init__()
         if c2 != c1:
@@ -236,6 +250,8 @@ class AttnConv(nn.Module):
             raise ValueError(f"AttnConv global_ratio must be a number in [0, 1], got {global_ratio!r}")
         if not _is_int(pool_size) or pool_size < 1:
             raise ValueError(f"AttnConv pool_size must be a positive integer, got {pool_size!r}")
+        if not _is_int(max_key_grid) or max_key_grid < 0:
+            raise ValueError(f"AttnConv max_key_grid must be an integer >= 0 (0 = unbounded), got {max_key_grid!r}")
         if not _is_number(ffn_ratio) or ffn_ratio < 0:
             raise ValueError(f"AttnConv ffn_ratio must be a number >= 0, got {ffn_ratio!r}")
         if ffn_ratio > 0 and int(c * ffn_ratio) < 1:
@@ -262,7 +278,7 @@ class AttnConv(nn.Module):
         self.shortcut = bool(shortcut)
         self.norm = nn.GroupNorm(1, c)
         self.local_groups = nn.ModuleList(_LocalGroup(c, g, head_dim, k) for g, k in zip(split, ks) if g > 0)
-        self.global_group = _GlobalGroup(c, n_global, head_dim, pool_size) if n_global > 0 else None
+        self.global_group = _GlobalGroup(c, n_global, head_dim, pool_size, max_key_grid) if n_global > 0 else None
         self.proj = nn.Conv2d(c, c, 1)
         self.ffn = _ConvFFN(c, int(c * ffn_ratio), layer_scale) if ffn_ratio > 0 else None
         self.gamma = layer_scale_parameter(c, layer_scale, "AttnConv")
@@ -283,9 +299,11 @@ class AttnConv(nn.Module):
         return y
 
     def extra_repr(self) -> str:
+        m = getattr(self.global_group, "max_key_grid", 0)
         return (
             f"c={self.c}, heads={self.heads}, head_dim={self.head_dim}, group_split={self.group_split}, "
             f"kernel_sizes={self.kernel_sizes}, pool_size={self.pool_size}, shortcut={self.shortcut}"
+            + (f", max_key_grid={m}" if m else "")
         )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from yolo_attn.bench.models import _parse_train_args
 from yolo_attn.bench.report import _n, duration, format_delta, mean_sd, noise_test, paired_test
-from yolo_attn.bench.timing import machine_info, quiet
+from yolo_attn.bench.timing import machine_info, quiet, torch_threads
 from yolo_attn.bench.train import _ultralytics_threads, train_all
 from yolo_attn.bench.zoo import Entry, discover
 
@@ -119,7 +119,6 @@ def pretrain(args: argparse.Namespace, out: Path) -> Path:
     if cached.is_file():
         print(f"benchmark: stock weights from the cache {cached}", flush=True)
         return cached
-    import torch
     from ultralytics import YOLO
 
     threads = args.threads * args.jobs  # the pretraining run is alone: it gets every fine-tuning job's threads
@@ -128,8 +127,7 @@ def pretrain(args: argparse.Namespace, out: Path) -> Path:
     )
     model = YOLO(f"{args.family}n.yaml")
     model.add_callback("on_fit_epoch_end", _progress(args.pretrain_epochs))
-    torch.set_num_threads(threads)
-    with quiet(not args.verbose), _ultralytics_threads(threads):
+    with torch_threads(threads), quiet(not args.verbose), _ultralytics_threads(threads):
         model.train(data=args.data, epochs=args.pretrain_epochs, imgsz=args.imgsz, batch=args.batch,
                     device=args.device, workers=0, plots=False, seed=0, deterministic=True, pretrained=False,
                     **_parse_train_args(list(PRETRAIN_RECIPE)), project=str(out / "pretrain"), name=args.family,
@@ -200,12 +198,10 @@ def write_report(entries: list[Entry], settings: dict, out: Path) -> None:
     ]
     (out / "finetune.md").write_text("\n".join(text) + "\n")
     (out / "finetune.json").write_text(json.dumps({"settings": settings, **{e.name: e.results for e in entries}}))
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's matplotlib backend stays as it was
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(entries) + 2), 4))
+    fig = Figure(figsize=(max(6.0, 1.2 * len(entries) + 2), 4))
+    ax = fig.subplots()
     for k, e in enumerate(entries):
         m, s = mean_sd(e.results["map_seeds"])
         ax.bar(k, m, yerr=s if len(e.results["map_seeds"]) > 1 else 0, color="grey" if e is stock else "tab:blue")

@@ -74,7 +74,8 @@ def count_flops(model, x=640, by_module: bool = False):
     multiply-accumulate is 2 FLOPs. Convolutions, matrix products and scaled-dot-product attention are counted by
     `torch.utils.flop_counter.FlopCounterMode` (2 per multiply-accumulate, biases ignored, as THOP does). Added here,
     because attention operators do much of their arithmetic elementwise: add/sub/mul/div 1 FLOP per output element
-    (so CoT's local aggregation of k x k shifted products costs 2k^2 - 1 per output element), reductions (sum, mean)
+    (so CoT's local aggregation of k x k shifted products costs 2k^2 - 1 per output element, less at the border,
+    where the zero padding is not computed), reductions (sum, mean)
     1 per input element, average pooling 1 per input + 1 per output element, batch norm with running statistics 2 and
     group/layer norm 7 per element. Activations and softmax (exp, sigmoid, tanh, ...), data movement, max pooling and
     nearest upsampling count 0, as in Ultralytics/THOP. The input is run at its real size (no extrapolation).

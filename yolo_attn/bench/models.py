@@ -9,17 +9,21 @@ scale n: `yolov8-cot.yaml` -> `yolov8n-cot.yaml`) it measures:
 
 - parameters and GFLOPs of the fused model at the latency image size, twice: Ultralytics' own number
   (`ultralytics.utils.torch_utils.get_flops`, what `model.info()` prints) and a full count (`count_flops`);
-- CPU inference latency at batch 1 in PyTorch (fused, eval) and in ONNX Runtime (the model exported by Ultralytics'
-  own ONNX exporter), and the time of one training step (forward, loss, backward, optimiser step on a fixed random
-  batch), each also as a ratio to the stock model of the same family measured in the same run (with `--compile`,
-  also PyTorch inference under `torch.compile`, as Ultralytics' `compile=True` runs it). Models are measured
-  in interleaved rounds, so drift on a shared machine hits every model alike; a ratio is the median over rounds of
-  the per-round ratio;
+- CPU inference latency at batch 1 in PyTorch (fused, eval), in ONNX Runtime and, when installed, in OpenVINO (the
+  model exported by Ultralytics' own exporters), at every `--imgsz` size, and the time of one training step
+  (forward, loss, backward, optimiser step on a fixed random batch), each also as a ratio to the stock model of the
+  same family measured in the same run (with `--compile`, also PyTorch inference under `torch.compile`, as
+  Ultralytics' `compile=True` runs it). Models are measured in interleaved rounds, so drift on a shared machine hits
+  every model alike; a ratio is the median over rounds of the per-round ratio;
+- with `--memory`, peak memory of one inference per runtime and size and of one train step (batch 2), each in a
+  fresh process (`yolo_attn.bench.memory`);
 - mAP50 and mAP50-95 on the validation split after a fixed training budget, for several seeds: mean, standard deviation,
   and whether the difference to the stock model of the same family is inside the seed-to-seed noise.
 
-It writes `benchmark.md` (Markdown tables with machine and settings), `benchmark.png` (chart), `benchmark.json` (every
-raw sample and setting) and `benchmark.csv` (one row per model) into `--out`.
+It writes `benchmark.md` (Markdown tables with machine and settings), `cost.md` (per plugin model and runtime the
+latency ratio, the FLOPs ratio and the excess of one over the other, the train-step ratio; with several sizes or
+`--memory` the scaling table), `benchmark.png` (chart), `benchmark.json` (every raw sample and setting) and
+`benchmark.csv` (one row per model) into `--out`.
 
 Every measurement runs single-threaded by default (`--threads 1`): on a small or shared CPU, multi-threaded PyTorch
 spends most of its time waiting for a busy core (on a loaded 2-core machine yolov8n at 64 px took 21 ms with one
@@ -40,8 +44,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from yolo_attn.bench.flops import count_flops, flop_breakdown, ultralytics_flops
-from yolo_attn.bench.report import write_chart, write_markdown, write_raw
-from yolo_attn.bench.timing import interleaved, machine_info, quiet
+from yolo_attn.bench.report import write_chart, write_cost_tables, write_markdown, write_raw
+from yolo_attn.bench.timing import interleaved, machine_info, quiet, torch_threads
 from yolo_attn.bench.train import SHORT_BUDGET_RECIPE, train_all
 from yolo_attn.bench.zoo import Entry, build, discover, guard
 
@@ -52,7 +56,10 @@ DESCRIPTION = (
 
 
 def _summarise(samples: dict[str, list[list[float]]], entries: list[Entry], key: str) -> None:
-    """Store median ms and the median over rounds of the per-round ratio to the family's stock model."""
+    """Store median ms and the median over rounds of the per-round ratio to the family's stock model.
+
+    `key` names the measurement: "pytorch", "onnx", ... at the first image size, "onnx@1280" at a further one.
+    """
     stock = {e.family: e.name for e in entries if e.stock}
     for e in entries:
         if e.name not in samples or not samples[e.name]:
@@ -98,15 +105,35 @@ def _compiled_fn(model, imgsz: int) -> Callable[[], Any]:
     return run
 
 
-def _export_onnx(entry: Entry, imgsz: int, folder: Path) -> Path:
-    """Export the model with Ultralytics' ONNX exporter (simplified, static shape) into `folder`."""
+def _export(entry: Entry, imgsz: int, folder: Path, fmt: str = "onnx") -> Path:
+    """Export the model with Ultralytics' exporter (`fmt` "onnx", simplified, or "openvino"; static shape).
+
+    Returns the file a runtime loads: the .onnx file, or the OpenVINO .xml inside the exported folder.
+    """
     from ultralytics import YOLO
 
-    pt = folder / f"{entry.name}.pt"
+    sub = folder / f"{fmt}-{imgsz}"
+    sub.mkdir(parents=True, exist_ok=True)
+    pt = sub / f"{entry.name}.pt"
     build(entry).save(pt)  # a checkpoint in a temp folder: the exporter writes next to its source file
     with quiet():
-        out = YOLO(pt).export(format="onnx", imgsz=imgsz, simplify=True, device="cpu", verbose=False)
-    return Path(out)
+        out = Path(YOLO(pt).export(format=fmt, imgsz=imgsz, simplify=True, device="cpu", verbose=False))
+    return next(out.glob("*.xml")) if out.is_dir() else out
+
+
+def _openvino_fn(path: Path, imgsz: int, threads: int) -> Callable[[], Any]:
+    import numpy as np
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
+    return lambda: compiled(x)
+
+
+def _has_openvino() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
 
 
 def _onnx_fn(path: Path, imgsz: int, threads: int) -> Callable[[], Any]:
@@ -186,12 +213,29 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     )
     ap.add_argument("--seeds", type=int, default=3, help="training runs per model (seeds 0, 1, ...)")
     ap.add_argument("--skip-train", action="store_true", help="no training runs (no mAP columns)")
-    ap.add_argument("--imgsz-latency", type=int, default=640, help="inference image size (latency and FLOPs)")
+    ap.add_argument(
+        "--imgsz-latency",
+        "--imgsz",
+        type=int,
+        nargs="+",
+        default=[640],
+        help="inference image size(s) for latency and FLOPs: the first for the main and cost tables, every one for "
+        "the scaling table (e.g. 640 1280 1920)",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds")
     ap.add_argument("--runs", type=int, default=5, help="timed inferences per model per round")
     ap.add_argument("--warmup", type=int, default=1, help="untimed inferences per model per round")
     ap.add_argument("--skip-onnx", action="store_true", help="no ONNX export / ONNX Runtime latency")
+    ap.add_argument(
+        "--skip-openvino", action="store_true", help="no OpenVINO export / latency (skipped anyway if not installed)"
+    )
     ap.add_argument("--compile", action="store_true", help="also time PyTorch inference under torch.compile")
+    ap.add_argument(
+        "--memory",
+        action="store_true",
+        help="also measure peak memory of one inference per runtime and image size and of one train step, each in "
+        "a fresh process (slow: one process per model, runtime and size)",
+    )
     ap.add_argument("--step-batch", type=int, default=4, help="training-step batch size")
     ap.add_argument("--imgsz-step", type=int, default=320, help="training-step image size")
     ap.add_argument("--step-rounds", type=int, default=3, help="interleaved training-step rounds")
@@ -204,77 +248,110 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> list[Entry]:
-    import torch
+    """Measure every selected model (the torch thread count is restored afterwards); return the entries."""
+    with torch_threads(args.threads):
+        return _run(args)
 
+
+def _latency(
+    args: argparse.Namespace, entries: list[Entry], imgsz: int, tmp: Path, suffix: str
+) -> dict[str, dict[str, str]]:
+    """PyTorch (fused eval), optionally compiled, ONNX Runtime and OpenVINO latency at one image size.
+
+    Returns the exported files, by model name and runtime ("onnx", "openvino").
+    """
+    exported: dict[str, dict[str, str]] = {}
+    fused = _guarded(entries, "build", lambda e: build(e).model.fuse(verbose=False).eval())
+    label = f" {imgsz} px" if suffix else ""
+    samples = interleaved({n: _pytorch_fn(m, imgsz) for n, m in fused.items()}, args.rounds, args.runs, args.warmup,
+                          f"PyTorch latency{label}")  # fmt: skip
+    _summarise(samples, entries, "pytorch" + suffix)
+    # PyTorch latency under torch.compile (Inductor, as Ultralytics' `compile=True`), compiled before timing.
+    if args.compile:
+        built = [e for e in entries if e.name in fused]
+        compiled = _guarded(built, "torch.compile", lambda e, m=fused: _compiled_fn(m[e.name], imgsz))
+        samples = interleaved(compiled, args.rounds, args.runs, args.warmup, f"PyTorch compiled latency{label}")
+        _summarise(samples, entries, "pytorch_compiled" + suffix)
+        del compiled
+    del fused
+    runtimes = [] if args.skip_onnx else [("onnx", "ONNX Runtime", _onnx_fn)]
+    if not args.skip_openvino and _has_openvino():
+        runtimes.append(("openvino", "OpenVINO", _openvino_fn))
+    for fmt, title, make in runtimes:
+        fns = {}
+        for e in entries:
+            path = guard(e, f"{fmt} export", lambda e=e, f=fmt: _export(e, imgsz, tmp, f))
+            if path is not None:
+                exported.setdefault(e.name, {})[fmt] = str(path)
+                fn = guard(e, title, lambda p=path, m=make: m(p, imgsz, args.threads))
+                if fn is not None:
+                    fns[e.name] = fn
+        samples = interleaved(fns, args.rounds, args.runs, args.warmup, f"{title} latency{label}")
+        _summarise(samples, entries, fmt + suffix)
+        del fns
+    return exported
+
+
+def _memory(
+    args: argparse.Namespace, entries: list[Entry], imgsz: int, suffix: str, exported: dict[str, dict[str, str]]
+) -> None:
+    """Peak memory of one inference per runtime (from the files `_latency` exported) and of one train step (batch 2)."""
+    from yolo_attn.bench.memory import peak_memory
+
+    for e in entries:
+        sources = {"pytorch": e.yaml, **exported.get(e.name, {})}
+        for kind, source in sources.items():
+            peak = guard(e, f"{kind} memory", lambda k=kind, s=source: peak_memory(k, s, imgsz, args.threads))
+            if peak is not None:
+                e.results[f"{kind}{suffix}_peak_bytes"] = peak
+        peak = guard(e, "train step memory", lambda e=e: peak_memory("train_step", e.yaml, imgsz, args.threads, 2))
+        if peak is not None:
+            e.results[f"train_step{suffix}_peak_bytes"] = peak
+
+
+def _run(args: argparse.Namespace) -> list[Entry]:
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(args.threads)
+    sizes = list(dict.fromkeys(args.imgsz_latency))
     entries = discover(args.models)
     machine = machine_info()
     print(f"benchmark: {len(entries)} models: {', '.join(e.name for e in entries)}", flush=True)
 
-    # 1. Params and FLOPs of the fused models; keep them for PyTorch latency.
-    fused = {}
+    # 1. Params and FLOPs of the fused models (FLOPs at every latency size).
     for e in entries:
 
         def measure(e=e):
             model = build(e).model.fuse(verbose=False).eval()
             e.results["params"] = sum(p.numel() for p in model.parameters())
-            e.results["gflops_ultralytics"] = ultralytics_flops(model, args.imgsz_latency) / 1e9
-            e.results["gflops_full"] = count_flops(model, args.imgsz_latency) / 1e9
-            e.results["gflops_detail"] = flop_breakdown(model, args.imgsz_latency)
-            return model
+            e.results["gflops_ultralytics"] = ultralytics_flops(model, sizes[0]) / 1e9
+            e.results["gflops_detail"] = flop_breakdown(model, sizes[0])
+            for i, size in enumerate(sizes):
+                e.results["gflops_full" + (f"@{size}" if i else "")] = count_flops(model, size) / 1e9
 
-        model = guard(e, "build/FLOPs", measure)
-        if model is not None:
-            fused[e.name] = model
+        guard(e, "build/FLOPs", measure)
     print(f"benchmark: params and FLOPs done ({time.perf_counter() - t0:.0f}s)", flush=True)
 
-    # 2. PyTorch latency.
-    samples = interleaved(
-        {n: _pytorch_fn(m, args.imgsz_latency) for n, m in fused.items()},
-        args.rounds,
-        args.runs,
-        args.warmup,
-        "PyTorch latency",
-    )
-    _summarise(samples, entries, "pytorch")
+    # 2. Latency per runtime and image size (the first size unsuffixed); with --memory, peak memory beside it.
+    with tempfile.TemporaryDirectory(prefix="yolo_attn_export_") as tmp:
+        for i, size in enumerate(sizes):
+            suffix = f"@{size}" if i else ""
+            exported = _latency(args, entries, size, Path(tmp), suffix)
+            print(f"benchmark: latency at {size} px done ({time.perf_counter() - t0:.0f}s)", flush=True)
+            if args.memory:
+                _memory(args, entries, size, suffix, exported)
+                print(f"benchmark: memory at {size} px done ({time.perf_counter() - t0:.0f}s)", flush=True)
 
-    # 2b. PyTorch latency under torch.compile (Inductor, as Ultralytics' `compile=True`), compiled before timing.
-    if args.compile:
-        built = [e for e in entries if e.name in fused]
-        compiled = _guarded(built, "torch.compile", lambda e, m=fused: _compiled_fn(m[e.name], args.imgsz_latency))
-        print(f"benchmark: torch.compile done ({time.perf_counter() - t0:.0f}s)", flush=True)
-        samples = interleaved(compiled, args.rounds, args.runs, args.warmup, "PyTorch compiled latency")
-        _summarise(samples, entries, "pytorch_compiled")
-        del compiled
-    del fused
-
-    # 3. ONNX export and ONNX Runtime latency.
-    if not args.skip_onnx:
-        with tempfile.TemporaryDirectory(prefix="yolo_attn_onnx_") as tmp:
-            fns = {}
-            for e in entries:
-                path = guard(e, "ONNX export", lambda e=e: _export_onnx(e, args.imgsz_latency, Path(tmp)))
-                if path is not None:
-                    fn = guard(e, "ONNX Runtime", lambda p=path: _onnx_fn(p, args.imgsz_latency, args.threads))
-                    if fn is not None:
-                        fns[e.name] = fn
-            print(f"benchmark: ONNX export done ({time.perf_counter() - t0:.0f}s)", flush=True)
-            samples = interleaved(fns, args.rounds, args.runs, args.warmup, "ONNX Runtime latency")
-            _summarise(samples, entries, "onnx")
-            del fns
-
-    # 4. Training-step time.
+    # 3. Training-step time.
     steps = _guarded(entries, "train step", lambda e: _train_step_fn(e, args.step_batch, args.imgsz_step))
     samples = interleaved(steps, args.step_rounds, args.step_runs, 1, "training step")
     _summarise(samples, entries, "train_step")
     del steps
 
-    # 5. mAP after a fixed training budget, seed-major so drift and warm caches hit every model alike.
+    # 4. mAP after a fixed training budget, seed-major so drift and warm caches hit every model alike.
     settings = {k: v for k, v in vars(args).items() if k not in {"models"}}
+    settings.update(imgsz_latency=sizes[0], imgsz_sizes=sizes, openvino=not args.skip_openvino and _has_openvino())
     settings.update(models=[e.name for e in entries], seeds=list(range(args.seeds)), train=not args.skip_train)
     if not args.skip_train:
         run_seconds = train_all(entries, args, out)
@@ -286,6 +363,7 @@ def run(args: argparse.Namespace) -> list[Entry]:
     settings["started"] = started
     settings["total_seconds"] = time.perf_counter() - t0
     write_markdown(entries, settings, machine, out / "benchmark.md")
+    write_cost_tables(entries, settings, machine, out / "cost.md")
     write_raw(entries, settings, machine, out)
     write_chart(entries, out / "benchmark.png")
     print(f"benchmark: done in {settings['total_seconds'] / 60:.1f} min -> {out / 'benchmark.md'}", flush=True)
@@ -299,4 +377,5 @@ def main(args: argparse.Namespace) -> int:
         args.jobs = max(1, (os.cpu_count() or 1) // args.threads)
     entries = run(args)
     print((Path(args.out) / "benchmark.md").read_text(encoding="utf-8"))
+    print((Path(args.out) / "cost.md").read_text(encoding="utf-8"))
     return 1 if any(e.errors for e in entries) else 0

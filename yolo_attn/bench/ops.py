@@ -12,15 +12,14 @@ scale: n 64/128/256, s 128/256/512 channels) and per operator it measures:
   a fixed random output gradient into the parameters and the input);
 - each time also per FLOP as a ratio to the 3x3 conv: (t_op / t_conv) / (FLOPs_op / FLOPs_conv), from the same
   interleaved rounds (median over rounds of the per-round ratio, min-max over rounds beside it);
-- peak memory of the train step: the highest running sum of the CPU allocator events that `torch.profiler`
-  (`profile_memory=True`) records during one step, i.e. what the step allocates on top of what was live before it
-  (activations kept for backward, gradients, temporaries);
 - the share of inference and train-step time spent outside conv/matmul kernels (elementwise passes, norms, copies),
   and from it the kernel floor: the per-FLOP ratio the operator would have if those passes were free;
 - with `--compile`: the speed-up of `torch.compile(fullgraph=True)` over eager, inference and train step.
 
-A second table times a C->C 1x1 conv per level on the kernel PyTorch dispatches it to and on oneDNN. It writes
-`ops.md` (Markdown tables with machine and settings) and `ops.json` (every raw sample) into `--out`.
+It writes `ops.md` (a Markdown table with machine and settings) and `ops.json` (every raw sample) into `--out`. The
+kernel research that needs private torch APIs (train-step peak memory from the profiler's allocator events, the 1x1
+conv kernel PyTorch picks against oneDNN called directly) is the development script `dev/kernels.py` of the source
+tree, not part of the package.
 """
 
 from __future__ import annotations
@@ -37,10 +36,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from yolo_attn.bench.flops import count_flops
-from yolo_attn.bench.timing import interleaved, machine_info
+from yolo_attn.bench.timing import interleaved, machine_info, torch_threads
 
 DESCRIPTION = (
-    "Time each yolo_attn operator (inference and train step), count its FLOPs and the train step's peak memory, and "
+    "Time each yolo_attn operator (inference and train step), count its FLOPs, and "
     "compare its time per FLOP with a 3x3 Conv+BN+SiLU of the same shape, at YOLO's P3/P4/P5 feature maps."
 )
 REFERENCE = "Conv 3x3"
@@ -117,22 +116,6 @@ def _step_fn(module, x, grad) -> Callable[[], Any]:
     return step
 
 
-def peak_step_memory(step: Callable[[], Any]) -> int:
-    """Bytes: the peak of the running sum of CPU allocations and frees recorded during one call of `step`."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = sorted(
-        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
-    )
-    live = peak = 0
-    for e in events:
-        live += e.nbytes()  # negative for a free
-        peak = max(peak, live)
-    return peak
-
-
 # Kernels that do the multiply-accumulate work (convolutions, matrix products, fused attention, and their backward
 # passes); everything else an operator runs (elementwise arithmetic, norms, pads, concatenations, copies) is a pass
 # over memory with few FLOPs. `aten::convolution_backward` is where oneDNN's conv gradients show their self time.
@@ -189,7 +172,7 @@ def measure_level(args: argparse.Namespace, scale: str, level: str, names: list[
     factories = operators()
     rows, infer, step = [], {}, {}
     if args.compile:
-        torch._dynamo.reset()  # every level recompiles each forward: keep under Dynamo's per-function recompile limit
+        torch.compiler.reset()  # every level recompiles each forward: keep under Dynamo's per-function recompile limit
     for name in [REFERENCE, *names]:
         torch.manual_seed(0)
         train = factories[name](c).train()
@@ -206,7 +189,6 @@ def measure_level(args: argparse.Namespace, scale: str, level: str, names: list[
                 "shape": [c, s, s],
                 "operator": name,
                 "flops": count_flops(folded, x),
-                "peak_train_bytes": peak_step_memory(step[name]),
                 "infer_memory_pass_share": memory_pass_share(infer[name]),
                 "train_memory_pass_share": memory_pass_share(step[name]),
             }
@@ -243,52 +225,12 @@ def _floor(row: dict[str, Any], key: str) -> float:
     return statistics.median(row[f"{key}_flop_ratios"]) * (1 - row[f"{key}_memory_pass_share"])
 
 
-def pointwise_paths(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Time a C -> C 1x1 conv at every (scale, level) on the kernel PyTorch dispatches it to, and on oneDNN.
-
-    With one thread and a batch below 16 PyTorch runs 1x1 convs on its own GEMM path (`_slow_conv2d_forward`, THNN)
-    rather than oneDNN, by design (`ConvParams::use_mkldnn`: "THNN is faster when single-threaded"), so the operators'
-    profiles show that kernel. This measures what the choice costs, calling oneDNN directly beside it.
-    """
-    import torch
-    import torch.nn.functional as F
-    from torch.profiler import ProfilerActivity, profile
-
-    rows = []
-    for scale in args.scales:
-        for level in args.levels:
-            c, s = feature_shape(scale, level, args.imgsz)
-            g = torch.Generator().manual_seed(0)
-            x, w = torch.randn(args.batch, c, s, s, generator=g), torch.randn(c, c, 1, 1, generator=g)
-            b = torch.zeros(c)
-            fns = {
-                "dispatched": lambda x=x, w=w, b=b: F.conv2d(x, w, b),
-                "oneDNN": lambda x=x, w=w, b=b: torch.mkldnn_convolution(x, w, b, [0, 0], [1, 1], [1, 1], 1),
-            }
-            with torch.inference_mode():
-                with profile(activities=[ProfilerActivity.CPU]) as prof:
-                    fns["dispatched"]()
-                timed = interleaved(fns, args.rounds, args.runs, args.warmup, f"ops {scale} {level} 1x1 conv kernels")
-            rows.append(
-                {
-                    "scale": scale,
-                    "level": level,
-                    "shape": [c, s, s],
-                    "kernel": next(e.key for e in prof.key_averages() if e.key in GEMM_KERNELS),
-                    "dispatched_ms": statistics.median(t for r in timed["dispatched"] for t in r),
-                    "onednn_ms": statistics.median(t for r in timed["oneDNN"] for t in r),
-                    "onednn_ratios": _ratios(timed, "oneDNN", ref="dispatched"),
-                }
-            )
-    return rows
-
-
-def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict, pointwise: list[dict[str, Any]]) -> str:
-    """The operators table and the 1x1 conv kernel table, with machine, load and method."""
+def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict) -> str:
+    """The operators table, with machine, load and method."""
     compiled = settings["compile"]
     head = "| scale | level C×H×W | operator | GFLOPs | infer ms | infer per FLOP vs conv | train step ms "
     head += "| train per FLOP vs conv | time vs conv infer / train | time outside conv/matmul infer / train "
-    head += "| kernel floor per FLOP infer / train | peak train MiB |"
+    head += "| kernel floor per FLOP infer / train |"
     if compiled:
         head += " compiled speed-up infer / train | compiled per FLOP vs compiled conv infer / train |"
     lines = [head, "|" + " --- |" * 3 + " ---: |" * (head.count("|") - 4)]
@@ -308,7 +250,6 @@ def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict, pointwis
             else f"{statistics.median(r['infer_time_ratios']):.2f} / {statistics.median(r['train_time_ratios']):.2f}",
             f"{100 * r['infer_memory_pass_share']:.0f} % / {100 * r['train_memory_pass_share']:.0f} %",
             "reference" if ref else f"{_floor(r, 'infer'):.2f}× / {_floor(r, 'train'):.2f}×",
-            f"{r['peak_train_bytes'] / 2**20:.1f}",
         ]
         if compiled:
             med = {k: statistics.median(r[k]) for k in r if "compiled" in k}
@@ -319,13 +260,6 @@ def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict, pointwis
                 else f"{med['infer_compiled_flop_ratios']:.2f}× / {med['train_compiled_flop_ratios']:.2f}×"
             )
         lines.append("| " + " | ".join(cells) + " |")
-    kernels = ["| scale | level C×H×W | kernel PyTorch picks | its ms | oneDNN ms | oneDNN / picked |"]
-    kernels.append("| --- | --- | --- | ---: | ---: | ---: |")
-    for r in pointwise:
-        kernels.append(
-            f"| {r['scale']} | {r['level']} {'×'.join(map(str, r['shape']))} | `{r['kernel']}` | "
-            f"{r['dispatched_ms']:.3f} | {r['onednn_ms']:.3f} | {_cell(r['onednn_ratios'])} |"
-        )
     s, load = settings, machine.get("loadavg_start")
     v = ", ".join(f"{k} {val}" for k, val in machine["versions"].items())
     return "\n".join(
@@ -351,8 +285,9 @@ def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict, pointwis
             "memory that carry few FLOPs, so they raise the time per FLOP. Kernel floor: per FLOP vs conv × (1 − that "
             "share), the time per FLOP of the operator's conv/matmul kernels alone, i.e. the lowest ratio it could "
             "reach if every other pass were free.",
-            "- Peak train MiB: highest running sum of the CPU allocator events `torch.profiler(profile_memory=True)` "
-            "records during one train step (memory live before the step, such as weights and input, excluded).",
+            "- Peak memory of the train step and the 1×1-conv kernel table come from the development script "
+            "`dev/kernels.py` (it uses private torch APIs, so it is not part of the package); peak memory of whole "
+            "models per runtime: `yolo-attn-bench models --memory`.",
         ]
         + (
             [
@@ -362,25 +297,13 @@ def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict, pointwis
             if compiled
             else []
         )
-        + [
-            "",
-            f"## 1×1 convolutions: the kernel PyTorch picks ({s['threads']} thread(s), batch {s['batch']})",
-            "",
-            *kernels,
-            "",
-            "- A C→C 1×1 conv at each level's shape, inference, the same interleaved rounds for both kernels. PyTorch "
-            "sends 1×1 convs with batch < 16 on one thread to its own GEMM path (THNN, `aten::_slow_conv2d_forward`) "
-            "instead of oneDNN (`ConvParams::use_mkldnn`); oneDNN is called directly (`torch.mkldnn_convolution`).",
-        ]
     )
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the operators mode with parsed options and write `ops.md` and `ops.json` into `args.out`."""
-    import torch
 
     t0 = time.perf_counter()
-    torch.set_num_threads(args.threads)
     names = [n for n in operators() if n != REFERENCE]
     if args.ops:
         names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in args.ops)]
@@ -388,15 +311,15 @@ def main(args: argparse.Namespace) -> int:
             raise SystemExit(f"benchmark: --ops {' '.join(args.ops)} matches none of {list(operators())[1:]}")
     machine = machine_info()
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    rows = [row for scale in args.scales for level in args.levels for row in measure_level(args, scale, level, names)]
-    pointwise = pointwise_paths(args)
+    with torch_threads(args.threads):
+        rows = [r for scale in args.scales for level in args.levels for r in measure_level(args, scale, level, names)]
     machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     settings = {**vars(args), "started": started, "total_seconds": time.perf_counter() - t0}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows, settings, machine, pointwise)
+    text = markdown(rows, settings, machine)
     (out / "ops.md").write_text(text + "\n", encoding="utf-8")
-    raw = {"settings": settings, "machine": machine, "rows": rows, "pointwise": pointwise}
+    raw = {"settings": settings, "machine": machine, "rows": rows}
     (out / "ops.json").write_text(json.dumps(raw, indent=1))
     print(text)
     return 0

@@ -123,12 +123,14 @@ def flops_table(entries: list[Entry], imgsz: int) -> list[str]:
 def write_markdown(entries: list[Entry], settings: dict, machine: dict, path: Path) -> None:
     stock = {e.family: e for e in entries if e.stock}
     s = settings
-    compiled = bool(s.get("compile"))
+    compiled, openvino = bool(s.get("compile")), bool(s.get("openvino"))
     lines = [
         "| model | params (M) | GFLOPs Ultralytics | GFLOPs full | PyTorch ms | "
         + ("PyTorch compiled ms | " if compiled else "")
-        + "ONNX Runtime ms | train step ms | mAP50 | mAP50-95 | Δ mAP50-95 vs stock |",
-        "| --- |" + " ---: |" * (9 if compiled else 8) + " --- |",
+        + "ONNX Runtime ms | "
+        + ("OpenVINO ms | " if openvino else "")
+        + "train step ms | mAP50 | mAP50-95 | Δ mAP50-95 vs stock |",
+        "| --- |" + " ---: |" * (8 + compiled + openvino) + " --- |",
     ]
     for e in entries:
         r = e.results
@@ -143,6 +145,7 @@ def write_markdown(entries: list[Entry], settings: dict, machine: dict, path: Pa
             _fmt_ms(e, "pytorch"),
             *([_fmt_ms(e, "pytorch_compiled")] if compiled else []),
             _fmt_ms(e, "onnx"),
+            *([_fmt_ms(e, "openvino")] if openvino else []),
             _fmt_ms(e, "train_step"),
             _fmt_map(e, "map50"),
             _fmt_map(e, "map"),
@@ -172,6 +175,12 @@ def write_markdown(entries: list[Entry], settings: dict, machine: dict, path: Pa
         "same family (median of per-round ratios). "
         f"ONNX: Ultralytics' exporter (`format=onnx simplify=True`, static {s['imgsz_latency']}² shape), "
         "ONNX Runtime CPU provider."
+        + (
+            " OpenVINO: Ultralytics' exporter (`format=openvino`, static shape), CPU plugin, "
+            "`INFERENCE_NUM_THREADS` as the thread count."
+            if openvino
+            else ""
+        )
         + (
             " PyTorch compiled: `torch.compile` (Inductor, default mode, as Ultralytics' `compile=True`) of the fused "
             "model, compiled before the timed rounds."
@@ -203,15 +212,125 @@ def write_markdown(entries: list[Entry], settings: dict, machine: dict, path: Pa
     path.write_text("\n".join(text) + "\n", encoding="utf-8")
 
 
-def write_chart(entries: list[Entry], path: Path) -> None:
-    import matplotlib
+RUNTIMES = (  # result key -> column title; the cost and scaling tables show those that were measured
+    ("pytorch", "PyTorch"),
+    ("pytorch_compiled", "PyTorch compiled"),
+    ("onnx", "ONNX Runtime"),
+    ("openvino", "OpenVINO"),
+)
+TARGET_EXCESS = {"inference": 0.05, "train_step": 0.10}  # latency ratio may exceed the FLOPs ratio by this much
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _flops_ratio(e: Entry, stock: Entry | None, suffix: str = "") -> float | None:
+    key = "gflops_full" + suffix
+    if stock is None or key not in e.results or key not in stock.results:
+        return None
+    return e.results[key] / stock.results[key]
+
+
+def _cost_cell(e: Entry, key: str, flops: float | None, target: float) -> str:
+    """ "ratio [min–max over rounds] excess" with a ✗ where the excess is over `target`, or "—" if not measured."""
+    ratio, rounds = e.results.get(f"{key}_ratio"), e.results.get(f"{key}_ratios", [])
+    if ratio is None:
+        return "—"
+    spread = f" [{min(rounds):.2f}–{max(rounds):.2f}]" if len(rounds) > 1 else ""
+    if flops is None:
+        return f"{ratio:.2f}{spread}"
+    excess = ratio - flops
+    return f"{ratio:.2f}{spread} {excess:+.2f}" + (" ✗" if excess > target + 1e-9 else "")
+
+
+def cost_table(entries: list[Entry]) -> list[str]:
+    """Markdown lines: per plugin model, FLOPs ratio and per runtime the latency ratio with its excess over it."""
+    stock = {e.family: e for e in entries if e.stock}
+    keys = [(k, t) for k, t in RUNTIMES if any(f"{k}_ratio" in e.results for e in entries)]
+    train = any("train_step_ratio" in e.results for e in entries)
+    head = "| model | FLOPs ratio | " + " | ".join(t for _, t in keys) + (" | train step |" if train else " |")
+    lines = [head, "| --- |" + " ---: |" * (1 + len(keys) + train)]
+    for e in entries:
+        if e.stock:
+            continue
+        flops = _flops_ratio(e, stock.get(e.family))
+        cells = [e.name, f"{flops:.2f}" if flops is not None else "—"]
+        cells += [_cost_cell(e, k, flops, TARGET_EXCESS["inference"]) for k, _ in keys]
+        if train:
+            cells.append(_cost_cell(e, "train_step", flops, TARGET_EXCESS["train_step"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _mib(e: Entry, key: str, ref: Entry | None) -> str:
+    peak = e.results.get(f"{key}_peak_bytes")
+    if peak is None:
+        return "—"
+    base = ref.results.get(f"{key}_peak_bytes") if ref is not None else None
+    return f"{peak / 2**20:.0f} ({peak / base:.2f}×)" if base else f"{peak / 2**20:.0f}"
+
+
+def scaling_table(entries: list[Entry], sizes: list[int]) -> list[str]:
+    """Markdown lines: per model and image size, FLOPs ratio, latency ms (ratio) and peak MiB (ratio) per runtime."""
+    stock = {e.family: e for e in entries if e.stock}
+    keys = [(k, t) for k, t in RUNTIMES if any(f"{k}_ms" in e.results for e in entries)]
+    mem = [(k, t) for k, t in [*keys, ("train_step", "train step (batch 2)")]
+           if any(f"{k}_peak_bytes" in e.results for e in entries)]  # fmt: skip
+    head = "| model | imgsz | FLOPs ratio | " + " | ".join(f"{t} ms" for _, t in keys)
+    head += "".join(f" | {t} peak MiB" for _, t in mem) + " |"
+    lines = [head, "| --- | ---: |" + " ---: |" * (1 + len(keys) + len(mem))]
+    for e in entries:
+        ref = stock.get(e.family)
+        for i, size in enumerate(sizes):
+            suffix = f"@{size}" if i else ""
+            flops = _flops_ratio(e, ref, suffix)
+            cells = [f"**{e.name}**" if e.stock else e.name, str(size), f"{flops:.2f}" if flops is not None else "—"]
+            for k, _ in keys:
+                ms, ratio = e.results.get(f"{k}{suffix}_ms"), e.results.get(f"{k}{suffix}_ratio")
+                cells.append("—" if ms is None else f"{ms:.1f}" + (f" ({ratio:.2f}×)" if ratio is not None else ""))
+            cells += [_mib(e, f"{k}{suffix}", ref) for k, _ in mem]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_cost_tables(entries: list[Entry], settings: dict, machine: dict, path: Path) -> None:
+    """`cost.md`: the cost table (the README's) and, with several image sizes or peak memory, the scaling table."""
+    s, load = settings, machine.get("loadavg_start")
+    text = [
+        "# yolo_attn: cost against the stock model",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores"
+        + (f"; load average at start {load[0]:.2f}, at end {machine['loadavg_end'][0]:.2f}" if load else "")
+        + f". Run {s['started']}. Batch 1, {s['imgsz_latency']}² input, {_n(s['threads'], 'thread')}, fused eval "
+        f"models; train step: batch {s['step_batch']} at {s['imgsz_step']}².",
+        "",
+        *cost_table(entries),
+        "",
+        "- Each cell: latency ratio to the stock model of the same family (median over "
+        f"{s['rounds']} interleaved rounds of the per-round ratio; min–max over rounds in brackets), then its excess "
+        "over the FLOPs ratio (full count, `count_flops`, at the latency size). ✗: excess over the target, "
+        f"+{TARGET_EXCESS['inference']:.2f} for inference, +{TARGET_EXCESS['train_step']:.2f} for the train step.",
+    ]
+    sizes = s.get("imgsz_sizes", [s["imgsz_latency"]])
+    if len(sizes) > 1 or s.get("memory"):
+        text += [
+            "",
+            "## Cost as the input grows",
+            "",
+            *scaling_table(entries, sizes),
+            "",
+            "- Latency: median ms (ratio to the stock model of the family), batch 1, at each size; the files were "
+            "exported at that size (static shape).",
+            "- Peak MiB: resident memory one call adds at its peak over the loaded model, each measured in a fresh "
+            "process (`yolo_attn.bench.memory`); in brackets the ratio to the stock model.",
+        ]
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
+
+
+def write_chart(entries: list[Entry], path: Path) -> None:
+    from matplotlib.figure import Figure  # no pyplot: the caller's matplotlib backend stays as it was
 
     colors = {f: c for f, c in zip(dict.fromkeys(e.family for e in entries), ("tab:blue", "tab:orange", "tab:green"))}
     trained = any(e.results.get("map_seeds") for e in entries)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6))
+    fig = Figure(figsize=(14, 6))
+    ax1, ax2 = fig.subplots(1, 2)
     for e in entries:
         x = e.results.get("pytorch_ratio")
         if trained and e.results.get("map_seeds"):
@@ -249,7 +368,6 @@ def write_chart(entries: list[Entry], path: Path) -> None:
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def write_raw(entries: list[Entry], settings: dict, machine: dict, out: Path) -> None:
