@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolo_attn.layer_scale import layer_scale_parameter
+from yolo_attn.layer_scale import LayerScaled, layer_scale_parameter
 from yolo_attn.tracing import group_norm
 
 __all__ = ["AttnConv"]
@@ -148,7 +148,7 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) 
     return torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1) @ v
 
 
-class _ConvFFN(nn.Module):
+class _ConvFFN(LayerScaled):
     """CloFormer's ConvFFN as a pre-norm residual sublayer: Y = X + [γ ·] Conv1x1(DWConv_5x5(GELU(Conv1x1(GN(X)))))."""
 
     def __init__(self, c: int, hidden: int, layer_scale: float | None = None, kernel_size: int = 5):
@@ -165,7 +165,7 @@ class _ConvFFN(nn.Module):
         return x + (y if self.gamma is None else self.gamma.view(-1, 1, 1) * y)
 
 
-class AttnConv(nn.Module):
+class AttnConv(LayerScaled):
     """CloFormer's AttnConv mixer (official `EfficientAttention`) as a channel-keeping YOLO layer.
 
     The C channels form `C / head_dim` heads of size d = `head_dim`. A fraction `global_ratio` of the heads forms the

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 from ultralytics.nn.modules import Conv
 
-from yolo_attn.layer_scale import layer_scale_parameter
+from yolo_attn.layer_scale import LayerScaled, layer_scale_parameter
 
 
-class CoordAtt(nn.Module):
+class CoordAtt(LayerScaled):
     """Coordinate attention: channel attention factorised into one map along H and one along W.
 
     z_h = mean_W(X), z_w = mean_H(X); f = h_swish(BN(Conv1x1(cat(z_h, z_wᵀ)))) with C → max(8, C / reduction);

@@ -16,7 +16,7 @@ from torch import nn
 from ultralytics.nn.modules import C2f, C3k2, Conv
 from ultralytics.nn.modules.block import C3k, PSABlock
 
-from yolo_attn.layer_scale import layer_scale_parameter
+from yolo_attn.layer_scale import LayerScaled, layer_scale_parameter
 from yolo_attn.tracing import group_norm, zero_pad
 
 __all__ = ("CoTAttention", "CoTBottleneck", "C3k_CoT", "C2f_CoT", "C3k2_CoT", "PooledBatchNorm2d", "local_aggregate")
@@ -158,7 +158,7 @@ class _LocalAggregate(torch.autograd.Function):
         return dv, dattn.movedim(0, 2) if dattn is not None else None, None
 
 
-class CoTAttention(nn.Module):
+class CoTAttention(LayerScaled):
     """Contextual Transformer (CoT) block, as the official CoTNet `CotLayer`, with an optional YOLO-style shortcut.
 
     K1 = ReLU(BN(Conv_kxk(X, groups=4)))                static context

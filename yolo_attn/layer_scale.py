@@ -36,3 +36,16 @@ def flatten_gammas(model: nn.Module) -> None:
         gamma = getattr(m, "gamma", None)
         if type(m).__module__.startswith("yolo_attn.") and isinstance(gamma, nn.Parameter) and gamma.ndim == 3:
             m.gamma = nn.Parameter(gamma.detach().reshape(-1), requires_grad=gamma.requires_grad)
+
+
+class LayerScaled(nn.Module):
+    """Base of the operators with an optional LayerScale γ: it loads state dicts that hold γ as (C, 1, 1).
+
+    Releases before the 1-D γ stored it as (C, 1, 1); the values are the same, so `load_state_dict` takes them flat.
+    """
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "gamma"
+        if key in state_dict and state_dict[key] is not None and state_dict[key].ndim == 3:
+            state_dict[key] = state_dict[key].reshape(-1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
