@@ -124,6 +124,9 @@ def test_readme_transfer_line(tmp_path, stock_yolo11n, layer_scale, n, m):
     model = YOLO(str(tmp_path / "yolo11n-cot-x.yaml"))
     messages = logged(lambda: model.load(str(stock_yolo11n)))
     assert f"Transferred {n}/{m} items from pretrained weights" in messages
+    if not layer_scale:  # the README quotes the plain case, both lines
+        readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+        assert f"Transferred {n}/{m} items" in readme and f"yolo_attn: {n}/{m} items transferred" in readme
     assert transfer_lines(messages)[2] == [
         f"yolo_attn: {n}/{m} items transferred; the other {m - n} start fresh: {m - n} of the inserted layers 7, 10 "
         "(new)"
