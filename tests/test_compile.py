@@ -75,14 +75,14 @@ def compiled_run(request, tmp_path_factory, tiny_data):
     return work, out.stdout + out.stderr
 
 
-@pytest.mark.exhaustive
+@pytest.mark.long
 def test_yolo_train_with_compile(compiled_run):
     work, log = compiled_run
     assert COMPILED in log and not any(s in log for s in UNCOMPILED), log[-3000:]
     assert (work / "train" / "weights" / "best.pt").is_file()
 
 
-@pytest.mark.exhaustive
+@pytest.mark.long
 def test_predict_with_compile_matches_eager(compiled_run):
     """`predict(compile=True)` (the Python API; `yolo predict compile=True` calls it) runs the trained model compiled
     by Inductor, and the compiled network gives the eager network's outputs on the image it predicted."""

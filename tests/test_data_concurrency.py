@@ -323,7 +323,7 @@ def test_parallel_yolo_train_tiny(tmp_path, data):
         assert all(re.search(r"val: .*\b8 images, \d+ backgrounds, 0 corrupt", o) for o in outs), outs[0][-3000:]
 
 
-@pytest.mark.exhaustive
+@pytest.mark.long
 @pytest.mark.parametrize("data", ["synth-shapes.yaml", "synth-shapes-seg.yaml", "synth-shapes-pose.yaml",
                                   "synth-shapes-obb.yaml", "synth-shapes-cls"])  # fmt: skip
 def test_parallel_yolo_train_full(tmp_path, data):

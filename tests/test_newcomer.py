@@ -272,7 +272,7 @@ def test_finetune_quick_preset_fills_defaults_only():
     assert plain.epochs == ap.get_default("epochs") and plain.models is None
 
 
-@pytest.mark.exhaustive  # the quick preset as a user runs it: about 5 min on 2 idle cores, plus building synth-shapes
+@pytest.mark.long  # the quick preset as a user runs it: about 5 min on 2 idle cores, plus building synth-shapes
 def test_finetune_quick_preset_end_to_end(tmp_path):
     proc = command([YOLO_ATTN_BENCH_BIN, "finetune", "--preset", "quick", "--out", tmp_path], tmp_path, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
