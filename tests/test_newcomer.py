@@ -185,11 +185,20 @@ def test_import_name_installs_as_the_distribution():
 
 @pytest.mark.exhaustive  # two fresh interpreters importing Ultralytics: ~20 s idle, over a minute on a loaded machine
 def test_checkpoint_where_the_plugin_is_not_installed(tmp_path):
-    """Without the plugin (`python -S`: no .pth, so neither the hook nor the editable install), Ultralytics announces
-    an auto-install of 'yolo_attn'; under ULTRALYTICS_SAFE_LOAD=1 it installs nothing (offline here either way)."""
+    """Without the plugin (`python -S`: no .pth, so no start-up hook; and `yolo_attn` unimportable, as where it is not
+    installed, whether this environment holds it as a wheel or editable), Ultralytics announces an auto-install of
+    'yolo_attn'; under ULTRALYTICS_SAFE_LOAD=1 it installs nothing (offline here either way)."""
     torch.save({"model": YOLO("yolo11n-ca.yaml").model, "train_args": {}}, tmp_path / "ca.pt")
     site = next(p for p in sys.path if p.endswith("site-packages"))
-    code = f"import sys; sys.path.append({site!r}); from ultralytics import YOLO; YOLO('ca.pt')"
+    code = (
+        "import sys\n"
+        "class NotInstalled:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'yolo_attn':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        f"sys.meta_path.insert(0, NotInstalled()); sys.path.append({site!r})\n"
+        "from ultralytics import YOLO; YOLO('ca.pt')"
+    )
     logs = {}
     for safe in ("0", "1"):
         env = {**os.environ, "ULTRALYTICS_SAFE_LOAD": safe, "YOLO_AUTOINSTALL": "1", "YOLO_OFFLINE": "1"}
