@@ -1,7 +1,6 @@
 """What a newcomer hits first: a misspelled YAML key is an error naming both spellings, `yolo-attn expand` validates
 as the build does, and the plugin's commands print a user's mistake as one line (exit 2) without a traceback."""
 
-import logging
 import os
 import re
 import subprocess
@@ -12,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import ultralytics
+from conftest import logged
 from ultralytics import YOLO
-from ultralytics.utils import LOGGER, YAML
+from ultralytics.utils import YAML
 
 from yolo_attn.yamlkeys import PLUGIN_KEYS, ULTRALYTICS_KEYS, UnknownKeyError
 
@@ -88,19 +88,6 @@ def test_bench_reports_a_missing_file_in_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "yolo-attn-bench: error:" in proc.stderr and "no-such-data.yaml" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def logged(fn) -> list:
-    """Call `fn` and return the messages Ultralytics' logger emitted meanwhile."""
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    LOGGER.addHandler(handler)
-    try:
-        fn()
-    finally:
-        LOGGER.removeHandler(handler)
-    return [r.getMessage() for r in records]
 
 
 def transfer_lines(messages: list) -> tuple:
