@@ -1,14 +1,10 @@
 """The generated data sets under concurrency and faults: parallel first use builds a set once and every user gets it
 whole; a killed build is recovered; a damaged set is rebuilt, or the error names it; a folder that cannot be written
 is named. Through Ultralytics' own dataset checks and the `yolo` command, in fresh processes with a fresh datasets_dir.
-
-Until `yolo_attn.registry` calls `synth_data.ensure_yaml_dataset` / `ensure_cls_dataset` itself (see `WIRED`), the
-tests that need the every-use check install those two calls the way the registry would (`_wire`, `SHIM`).
 """
 
 import ctypes
 import importlib.util
-import inspect
 import json
 import os
 import re
@@ -21,7 +17,6 @@ from pathlib import Path
 import pytest
 from conftest import YOLO_BIN
 
-from yolo_attn import registry, synth_data
 from yolo_attn.lookup import shipped_dir
 
 DATASETS = shipped_dir("datasets")
@@ -32,7 +27,6 @@ TINY = {  # data= argument -> (folder under datasets_dir, data folders and their
     "synth-shapes-obb-tiny.yaml": ("synth-shapes-obb-tiny", {"images/train": 16, "labels/val": 8}),
     "synth-shapes-cls-tiny": ("synth-shapes-cls-tiny", {}),  # crops: as many as the scenes' objects
 }
-WIRED = all(name in inspect.getsource(registry) for name in ("ensure_yaml_dataset", "ensure_cls_dataset"))
 
 
 def _load(name: str):
@@ -68,8 +62,7 @@ def _complete(root: Path, expect: dict) -> None:
 RACE = r"""
 import sys, time
 from pathlib import Path
-import ultralytics.nn.tasks  # the plugin registers here, as in any Ultralytics run
-from ultralytics.data.utils import check_cls_dataset, check_det_dataset
+from ultralytics.data.utils import check_cls_dataset, check_det_dataset  # the plugin registers halfway through this
 
 go = Path(sys.argv[1])
 while not go.exists():  # start together
@@ -156,24 +149,13 @@ def test_killed_classify_build_leaves_no_folder_to_take_for_a_set(tmp_path, monk
 
 
 @pytest.fixture
-def wired(tmp_path, monkeypatch):
-    """Ultralytics' dataset checks with datasets_dir `tmp_path`, and the plugin's every-use check (see module doc)."""
+def data_utils(tmp_path, monkeypatch):
+    """Ultralytics' dataset checks, as the plugin wraps them, with datasets_dir `tmp_path`."""
     import ultralytics.nn.tasks  # noqa: F401  (registers the plugin)
-    from ultralytics.data import utils as data_utils
+    from ultralytics.data import utils
 
-    monkeypatch.setattr(data_utils, "DATASETS_DIR", tmp_path)
-    if not WIRED:
-        check_file, check_cls_dataset = data_utils.check_file, data_utils.check_cls_dataset
-
-        def wired_check_cls_dataset(dataset, *args, **kwargs):
-            synth_data.ensure_cls_dataset(dataset)
-            return check_cls_dataset(dataset, *args, **kwargs)
-
-        monkeypatch.setattr(
-            data_utils, "check_file", lambda f, *a, **k: synth_data.ensure_yaml_dataset(check_file(f, *a, **k))
-        )
-        monkeypatch.setattr(data_utils, "check_cls_dataset", wired_check_cls_dataset)
-    return data_utils
+    monkeypatch.setattr(utils, "DATASETS_DIR", tmp_path)
+    return utils
 
 
 def _use(data_utils, data: str) -> dict:
@@ -181,24 +163,24 @@ def _use(data_utils, data: str) -> dict:
 
 
 @pytest.mark.parametrize("data", TINY)
-def test_damaged_set_is_rebuilt_on_use(wired, tmp_path, data):
+def test_damaged_set_is_rebuilt_on_use(data_utils, tmp_path, data):
     folder, expect = TINY[data]
     root = tmp_path / folder
-    _use(wired, data)
+    _use(data_utils, data)
     record = json.loads((root / ss.MARKER).read_text())
     files = sorted((root / ("val" if "cls" in data else "images/val")).rglob("*.jpg"))
     for f in files[:3]:  # deleted files
         f.unlink()
     mtime = root.joinpath(ss.MARKER).stat().st_mtime_ns
-    _use(wired, data)
+    _use(data_utils, data)
     assert root.joinpath(ss.MARKER).stat().st_mtime_ns != mtime, "a set missing files was used as it is"
     assert json.loads((root / ss.MARKER).read_text()) == record and all(f.exists() for f in files)
     files[-1].write_bytes(files[-1].read_bytes()[:100])  # a truncated file
-    _use(wired, data)
+    _use(data_utils, data)
     assert files[-1].stat().st_size > 100
     _complete(root, expect)
     mtime = root.joinpath(ss.MARKER).stat().st_mtime_ns
-    _use(wired, data)  # a whole set is used as it is
+    _use(data_utils, data)  # a whole set is used as it is
     assert root.joinpath(ss.MARKER).stat().st_mtime_ns == mtime
 
 
@@ -270,37 +252,11 @@ def test_full_disk_names_the_folder(tmp_path):
 FAST = ["epochs=1", "imgsz=64", "batch=8", "workers=0", "plots=False", "amp=False", "device=cpu", "pretrained=False"]
 MODELS = {"synth-shapes-seg": "yolov8n-seg.yaml", "synth-shapes-pose": "yolov8n-pose.yaml",
           "synth-shapes-obb": "yolov8n-obb.yaml", "synth-shapes-cls": "yolov8n-cls.yaml"}  # fmt: skip
-SHIM = r"""
-import sys
-import ultralytics.nn.tasks  # registers the plugin
-from ultralytics.data import utils as data_utils
-from yolo_attn import synth_data
-
-check_file, check_cls_dataset = data_utils.check_file, data_utils.check_cls_dataset
-
-def wired_check_file(file, *args, **kwargs):
-    return synth_data.ensure_yaml_dataset(check_file(file, *args, **kwargs))
-
-def wired_check_cls_dataset(dataset, *args, **kwargs):
-    synth_data.ensure_cls_dataset(dataset)
-    return check_cls_dataset(dataset, *args, **kwargs)
-
-for module in list(sys.modules.values()):  # as the registry rebinds what it wraps
-    if getattr(module, "__name__", "").startswith("ultralytics"):
-        if getattr(module, "check_file", None) is check_file:
-            module.check_file = wired_check_file
-        if getattr(module, "check_cls_dataset", None) is check_cls_dataset:
-            module.check_cls_dataset = wired_check_cls_dataset
-from ultralytics.cfg import entrypoint
-sys.argv = ["yolo", *sys.argv[1:]]
-entrypoint()
-"""
-YOLO = [YOLO_BIN] if WIRED else [sys.executable, "-c", SHIM]
 
 
 def _train(tmp_path: Path, data: str, name: str, **popen) -> subprocess.Popen:
     model = next((m for k, m in MODELS.items() if data.startswith(k)), "yolov8n.yaml")
-    args = [*YOLO, "train", f"model={model}", f"data={data}", *FAST, f"project={tmp_path / 'runs'}", f"name={name}"]
+    args = [YOLO_BIN, "train", f"model={model}", f"data={data}", *FAST, f"project={tmp_path / 'runs'}", f"name={name}"]
     return subprocess.Popen(args, cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
 
 
@@ -353,3 +309,19 @@ def test_yolo_train_after_a_killed_build_and_on_a_damaged_set(tmp_path):
         assert re.search(r"val: .*\b8 images, \d+ backgrounds, 0 corrupt", out), out[-3000:]
         _complete(root, {"images/train": 16, "labels/train": 16, "images/val": 8, "labels/val": 8})
     assert "images/val holds 5 files, the build wrote 8; rebuilding it" in out
+
+
+@pytest.mark.exhaustive
+def test_yolo_train_on_a_damaged_classification_set(tmp_path):
+    env = _env(tmp_path)
+    first = _train(tmp_path, "synth-shapes-cls-tiny", "first", env=env).communicate(timeout=600)[0]
+    root = tmp_path / "datasets" / "synth-shapes-cls-tiny"
+    crops = sorted((root / "val").rglob("*.jpg"))
+    found = re.search(r"val:.* found (\d+) images in \d+ classes", first)
+    assert found and int(found[1]) == len(crops), first[-3000:]
+    for f in crops[:3]:
+        f.unlink()
+    out = _train(tmp_path, "synth-shapes-cls-tiny", "damaged", env=env).communicate(timeout=600)[0]
+    assert f"val holds {len(crops) - 3} files, the build wrote {len(crops)}; rebuilding it" in out, out[-3000:]
+    assert re.search(rf"val:.* found {len(crops)} images in \d+ classes", out), out[-3000:]
+    _complete(root, {})

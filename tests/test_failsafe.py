@@ -31,7 +31,7 @@ FINGERPRINT = textwrap.dedent(
             return g[1]
         return f"{getattr(g, '__module__', '?')}.{getattr(g, '__qualname__', type(g).__name__)}"
     def fingerprint():
-        names = ("parse_model", "yaml_model_load", "check_file", "check_font", "download", "torch_safe_load")
+        names = ("parse_model", "yaml_model_load", "check_file", "check_font", "check_cls_dataset", "torch_safe_load")
         bound = sorted(
             f"{m.__name__}.{n}={name(getattr(m, n))}"
             for m in list(sys.modules.values()) if (getattr(m, "__name__", "") or "").startswith("ultralytics")
@@ -82,6 +82,70 @@ def test_register_unregister_cycles_in_process_are_clean():
         unregister()
         assert _fingerprint() == stock
     register()
+
+
+IMPORT_ORDER = textwrap.dedent(
+    """
+    import sys
+    {first}
+    import ultralytics.data.utils, ultralytics.engine.trainer, ultralytics.engine.validator, ultralytics.nn.tasks
+    from yolo_attn import patches
+    wrapped = sorted(m.__name__ for m in list(sys.modules.values())
+                     if getattr(getattr(m, "check_cls_dataset", None), "__module__", "") == "yolo_attn.registry")
+    print(patches.is_registered(), sys.modules["ultralytics.nn.tasks"].parse_model.__module__, wrapped,
+          [type(f).__name__ for f in sys.meta_path if "OnImport" in type(f).__name__])
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "import ultralytics.data",  # the parser registers while ultralytics.data.utils is half-imported
+        "from ultralytics import YOLO",  # the parser first, ultralytics.data.utils later
+        "import ultralytics.nn.tasks; import yolo_attn; yolo_attn.unregister(); yolo_attn.register()",
+    ],
+)
+def test_every_import_order_registers_everything_and_leaves_no_finder(tmp_path, first):
+    out = run([PY, "-c", IMPORT_ORDER.format(first=first)], tmp_path).stdout.splitlines()[-1]
+    every_name = ["ultralytics.data.utils", "ultralytics.engine.trainer", "ultralytics.engine.validator"]
+    assert out == f"True yolo_attn.registry {every_name} []"
+
+
+def test_a_patch_that_waited_and_fails_its_check_is_off_alone(tmp_path):
+    # after registration, ultralytics.data.utils is imported with check_cls_dataset's parameters changed (as a future
+    # release might); that patch's check runs then, when the transaction has long been committed
+    code = textwrap.dedent(
+        """
+        import importlib.machinery, sys
+        import ultralytics.nn.tasks  # registers; check_cls_dataset waits for ultralytics.data.utils
+
+        class ChangedRelease:
+            def find_spec(self, name, path, target=None):
+                if name != "ultralytics.data.utils":
+                    return None
+                spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+                run = spec.loader.exec_module
+
+                def exec_module(module):
+                    run(module)
+                    f = module.check_cls_dataset
+                    module.check_cls_dataset = lambda path, *a, **k: f(path, *a, **k)
+
+                spec.loader.exec_module = exec_module
+                return spec
+
+        sys.meta_path.insert(1, ChangedRelease())  # behind the plugin's finder, which wraps its loader
+        import ultralytics.data.utils as u
+        from ultralytics import YOLO
+        from yolo_attn import patches
+        print("state:", patches.is_registered(), u.check_cls_dataset.__module__, YOLO("yolov8n-ca.yaml").task)
+        """
+    )
+    out = run([PY, "-c", code], tmp_path)
+    assert "state: True __main__ detect" in out.stdout.splitlines()
+    warned = [line for line in (out.stdout + out.stderr).splitlines() if "check_cls_dataset is off" in line]
+    assert len(warned) == 1 and "takes (path, a)" in warned[0] and "classification set" in warned[0], warned
 
 
 def test_a_changed_signature_fails_the_whole_transaction_and_leaves_ultralytics_stock(monkeypatch):
@@ -143,7 +207,10 @@ def test_a_failing_install_rolls_back_what_was_installed(monkeypatch):
     "breakage, what",
     [
         ("import ultralytics.utils.checks as c; c.check_font = lambda name=None: None", "check_font"),
-        ("import ultralytics.utils.downloads as d; d.download = lambda u: None", "download"),
+        (
+            "import ultralytics.utils.checks as c; f = c.check_file; c.check_file = lambda p, *a, **k: f(p, *a, **k)",
+            "check_file",
+        ),
         ("sys.modules['yolo_attn.yaml_checks'] = None", "yaml_checks"),
     ],
 )
@@ -248,9 +315,9 @@ def test_stock_yolo_train_works_when_registration_fails(tmp_path, tiny_data):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        "import ultralytics.utils.downloads as d\n_download = d.download\n"
-        "def download(link, folder=None, *args, **kwargs):\n    return _download(link, folder, *args, **kwargs)\n"
-        "d.download = download\n"
+        "import ultralytics.utils.checks as c\n_check_file = c.check_file\n"
+        "def check_file(path, *args, **kwargs):\n    return _check_file(path, *args, **kwargs)\n"
+        "c.check_file = check_file\n"
     )
     work = tmp_path / "work"
     work.mkdir()
@@ -260,8 +327,8 @@ def test_stock_yolo_train_works_when_registration_fails(tmp_path, tiny_data):
     data = shipped_dir("datasets") / tiny_data  # by path: the plugin's lookup of shipped YAMLs is off
     args = [f"data={data}", "imgsz=64", "epochs=1", "batch=8", "workers=0", "plots=False"]
     out = run([yolo, "train", "model=yolov8n.yaml", *args, f"project={tmp_path / 'runs'}"], work, env)
-    assert "is not active" in out.stdout + out.stderr and "download" in out.stdout + out.stderr
+    assert "is not active" in out.stdout + out.stderr and "check_file" in out.stdout + out.stderr
     proc = subprocess.run(
         [yolo, "train", "model=ca.yaml", *args], cwd=work, env={**os.environ, **env}, text=True, capture_output=True
     )
-    assert proc.returncode != 0 and "is not active, Ultralytics is left stock: download" in proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "is not active, Ultralytics is left stock: check_file" in proc.stdout + proc.stderr

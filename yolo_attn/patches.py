@@ -17,7 +17,7 @@ import logging
 import sys
 from typing import Callable, Optional
 
-from yolo_attn import compat, operators
+from yolo_attn import autoload, compat, operators
 
 TASKS = "ultralytics.nn.tasks"
 
@@ -66,7 +66,7 @@ def _rebind(name: str, old: object, new: object) -> list:
     return done
 
 
-def _function(home: str, name: str, params: tuple, factory: str, why: str) -> Patch:
+def _function(home: str, name: str, params: tuple, factory: str, why: str, later: bool = False) -> Patch:
     """A patch that wraps function `home.name` and rebinds the wrapper under every name the original is bound to.
 
     Args:
@@ -75,9 +75,16 @@ def _function(home: str, name: str, params: tuple, factory: str, why: str) -> Pa
         params (tuple): Its leading parameter names, as the wrapper calls it.
         factory (str): "module:function" building the wrapper from the original (imported at install).
         why (str): Why.
+        later (bool): `home` is `autoload.LATER`, which may not have finished importing at registration: the check
+            and the wrap then wait for it (`later_module_imported`), and a failure there turns this patch off alone.
     """
 
     def check() -> None:
+        if later and not autoload.imported(home):
+            return  # checked when it has been imported
+        check_now()
+
+    def check_now() -> None:
         f = getattr(importlib.import_module(home), name, None)
         if not callable(f):
             raise AssumptionFailed(f"{home}.{name} is missing")
@@ -86,22 +93,38 @@ def _function(home: str, name: str, params: tuple, factory: str, why: str) -> Pa
         if got != params:
             raise AssumptionFailed(f"{home}.{name} takes ({', '.join(got)}), expected ({', '.join(params)}, ...)")
 
-    def install() -> Callable:
-        original = getattr(importlib.import_module(home), name)
+    def wrap() -> None:
+        original = getattr(sys.modules[home], name)
         module, _, attr = factory.partition(":")
         if patch.last[0] is not original:  # the same wrapper for the same original: cycles leave identical states
             patch.last = (original, getattr(importlib.import_module(module), attr)(original))
-        wrapper = patch.last[1]
-        patch.bound = _rebind(name, original, wrapper)
+        patch.bound = _rebind(name, original, patch.last[1])
+        patch.wrapped = True
+
+    def install() -> Callable:
+        if later and not autoload.imported(home):
+            patch.waiting = True
+            autoload.watch_later()
+        else:
+            importlib.import_module(home)
+            wrap()
 
         def undo() -> None:
-            _rebind(name, wrapper, original)
-            patch.bound = []
+            if patch.wrapped:
+                _rebind(name, patch.last[1], patch.last[0])
+            patch.bound, patch.wrapped, patch.waiting = [], False, False
 
         return undo
 
+    def install_later() -> None:
+        patch.waiting = False
+        check_now()
+        wrap()
+
     patch = Patch(name, f"{home}.{name}", why, f"{home}.{name}({', '.join(params)}, ...) exists", check, install)
     patch.last = (None, None)  # (original, wrapper) of the last install
+    patch.wrapped = patch.waiting = False
+    patch.install_later = install_later if later else None
     return patch
 
 
@@ -388,11 +411,13 @@ INVENTORY = (
         "no font download attempt (3 s each, ~10 per run) under YOLO_OFFLINE",
     ),
     _function(
-        "ultralytics.utils.downloads",
-        "download",
-        ("url", "dir"),
-        "yolo_attn.registry:make_download",
-        "the plugin's synthetic data sets are built offline instead of fetched",
+        autoload.LATER,
+        "check_cls_dataset",
+        ("dataset", "split"),
+        "yolo_attn.registry:make_check_cls_dataset",
+        "a generated classification set (named by folder) is built offline where Ultralytics would download it, and "
+        "checked against its build record on every use (rebuilt when damaged)",
+        later=True,
     ),
     _torch_safe_load(),
     _base_model_load(),
@@ -460,6 +485,24 @@ def register_safely() -> bool:
         _rollback()
         _fail(f"unexpected {type(e).__name__}: {e}", raise_=False)
         return False
+
+
+def later_module_imported() -> None:
+    """`autoload.LATER` has executed: install the registered patches that waited for it.
+
+    Registration has been committed by then, so a patch whose assumption fails here is left off alone, with one
+    line saying what no longer happens; the rest of the plugin stays active.
+    """
+    for patch, _ in list(_installed):
+        if getattr(patch, "waiting", False):
+            try:
+                patch.install_later()
+            except Exception as e:
+                patch.bound = []
+                logging.getLogger("ultralytics").warning(
+                    f"yolo_attn: {patch.name} is off, the rest of the plugin is active ({type(e).__name__}: {e}); "
+                    f"not done: {patch.why}"
+                )
 
 
 def unregister() -> None:
@@ -622,6 +665,10 @@ def report() -> str:
         f"yolo_attn {__version__}, Ultralytics {version} ({where} the supported ultralytics{compat.SUPPORTED})"
     )
     lines.append(f"torch {torch_version}, Python {platform.python_version()}")
+    try:  # so that the patches waiting for it are installed and checked too
+        importlib.import_module(autoload.LATER)
+    except Exception as e:
+        lines.append(f"{autoload.LATER} not importable ({e})")
     state = "registered" if _installed else f"NOT registered: {failure()}" if failure() else "not registered"
     lines.append(f"state: {state}")
     lines.append("")
@@ -632,6 +679,8 @@ def report() -> str:
         lines.append(f"        assumes: {patch.assumes}")
         if patch.bound:
             lines.append(f"        bound as: {', '.join(patch.bound)}")
+        if getattr(patch, "waiting", False):
+            lines.append(f"        installed when {autoload.LATER} has been imported (not yet)")
         if problem:
             lines.append(f"        problem: {problem}")
     return "\n".join(lines)

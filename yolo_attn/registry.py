@@ -27,7 +27,7 @@ from yolo_attn import compat, operators
 from yolo_attn.lookup import find_shipped
 from yolo_attn.patches import register, unregister  # noqa: F401  (the public names' old home)
 from yolo_attn.reference import InsertionError, expand, is_reference, with_layer_map
-from yolo_attn.synth_data import build_offline, ensure_yaml_dataset
+from yolo_attn.synth_data import ensure_cls_dataset, ensure_yaml_dataset
 from yolo_attn.yaml_checks import (  # noqa: F401  (re-exported: tests and users import them from here)
     LayerError,
     _check_rows,
@@ -330,16 +330,16 @@ def _insertable_modules(d: dict) -> dict:
     return out
 
 
-def make_download(original: Callable) -> Callable:
-    """Return Ultralytics' `download` that builds the plugin's classification data sets offline."""
+def make_check_cls_dataset(original: Callable) -> Callable:
+    """Return Ultralytics' `check_cls_dataset` that builds, or rebuilds when damaged, a generated classification set."""
 
-    def download(url, dir=None, *args, **kwargs):
-        """Ultralytics' `download` (wrapped by yolo_attn: its synthetic data sets are built, not fetched)."""
-        if not build_offline(url, dir):
-            return original(url, dir, *args, **kwargs)
+    def check_cls_dataset(dataset, *args, **kwargs):
+        """Ultralytics' `check_cls_dataset` (wrapped by yolo_attn: generated sets built offline and checked)."""
+        ensure_cls_dataset(dataset)
+        return original(dataset, *args, **kwargs)
 
-    download.__wrapped__ = original
-    return download
+    check_cls_dataset.__wrapped__ = original
+    return check_cls_dataset
 
 
 def make_check_file(original: Callable) -> Callable:

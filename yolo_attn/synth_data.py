@@ -3,11 +3,11 @@
 The generators in `datasets/` build and check a set themselves (`synth_shapes.build`: an inter-process lock on the
 set's folder, a record of the files written, a rebuild of a set that no longer matches it). Ultralytics runs them
 through a detection/segment/pose/OBB dataset YAML's `download:` snippet, but only while the YAML's `val` folder is
-missing; the functions here run them on every use instead, from the plugin's Ultralytics glue:
+missing, and would download a missing classification set; the functions here run them on every use instead, from the
+plugin's Ultralytics glue:
 
 - `ensure_yaml_dataset(file)`: for a dataset YAML with a `synth:` key (what `check_file` returns for `data=`);
-- `ensure_cls_dataset(dataset)`: for the classification sets, named by folder (`data=synth-shapes-cls`);
-- `build_offline(url, folder)`: where Ultralytics would download a missing classification set.
+- `ensure_cls_dataset(dataset)`: for the classification sets, named by folder (what `check_cls_dataset` is given).
 
 A set that matches its record costs one `stat` per file (a few milliseconds for the 1000/200 sets).
 """
@@ -87,27 +87,5 @@ def ensure_cls_dataset(dataset: object) -> None:
     from ultralytics.data import utils as data_utils
 
     folder = Path(dataset) if Path(dataset).is_dir() else Path(data_utils.DATASETS_DIR) / dataset
-    _build_cls(folder.resolve(), Path(dataset).name)
-
-
-def _build_cls(root: Path, name: str) -> None:
-    _generator(shipped_dir("datasets") / "synth_tasks.py").ensure(root, "classify", **CLS_DATASETS[name])
-
-
-def build_offline(url: object, folder: object) -> bool:
-    """Build a shipped classification data set where Ultralytics would download it; return whether it did.
-
-    For a missing `data=synth-shapes-cls`, Ultralytics' `check_cls_dataset` downloads `<asset server>/<name>.zip`
-    into its datasets_dir. The plugin's `download` wrapper calls this first: for the plugin's own names it writes the
-    folder with the generator in `datasets/` instead (once, however many processes ask at the same time), and
-    Ultralytics then finds it as if downloaded.
-
-    Args:
-        url (object): What Ultralytics asked to download.
-        folder (object): The folder the archive would be unpacked into.
-    """
-    name = Path(str(url)).name
-    if isinstance(url, (list, tuple)) or folder is None or not name.endswith(".zip") or name[:-4] not in CLS_DATASETS:
-        return False
-    _build_cls(Path(folder) / name[:-4], name[:-4])
-    return True
+    arguments = CLS_DATASETS[Path(dataset).name]
+    _generator(shipped_dir("datasets") / "synth_tasks.py").ensure(folder.resolve(), "classify", **arguments)
