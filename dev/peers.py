@@ -30,8 +30,9 @@ import argparse
 import ast
 import copy
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -15,7 +15,7 @@ from conftest import logged
 from ultralytics import YOLO
 from ultralytics.utils import YAML
 
-from yolo_attn.yamlkeys import PLUGIN_KEYS, ULTRALYTICS_KEYS, UnknownKeyError
+from yolo_attn.yaml_checks import PLUGIN_KEYS, ULTRALYTICS_KEYS, UnknownKeyError
 
 YOLO_ATTN_BIN = str(Path(sys.executable).with_name("yolo-attn"))
 YOLO_ATTN_BENCH_BIN = str(Path(sys.executable).with_name("yolo-attn-bench"))

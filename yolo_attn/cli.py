@@ -10,7 +10,6 @@ its layer map; any other model YAML comes out as loaded. The output builds the s
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional
 
 import yaml
 
@@ -121,7 +120,7 @@ def modules_table() -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     """Run the `yolo-attn` command; return its exit status (2 for a mistake in the YAML, printed as one line)."""
     return run_command("yolo-attn", _main, argv)
 

@@ -15,7 +15,6 @@ The plugin reads these instead of importing a name that a release may lack. Meas
 
 import os
 import re
-from typing import Optional
 
 SUPPORTED = ">=8.3.253,<8.5"  # the range pyproject.toml declares and the version matrix tests
 FLOOR, CEILING = (8, 3, 253), (8, 5)
@@ -35,7 +34,7 @@ def version_tuple(v: str) -> tuple:
     return tuple(int(p) for p in re.findall(r"\d+", v.split("+")[0])[:3])
 
 
-def in_range(v: Optional[str] = None) -> bool:
+def in_range(v: str | None = None) -> bool:
     """Return whether Ultralytics version `v` (default: the installed one) is inside `SUPPORTED`."""
     t = version_tuple(v or version())
     return FLOOR <= t and t[:2] < CEILING
@@ -69,7 +68,7 @@ def is_yolo26_name(name: str) -> bool:
     return re.match(r"yolo26", os.path.basename(str(name))) is not None
 
 
-def yaml_activation(spec: Optional[str], tasks, default):
+def yaml_activation(spec: str | None, tasks, default):
     """Return the module a YAML's top-level `activation:` names, resolved as the installed parser resolves it.
 
     Args:

@@ -1,7 +1,5 @@
 """Coordinate Attention (Hou et al., "Coordinate Attention for Efficient Mobile Network Design", CVPR 2021)."""
 
-from typing import Optional
-
 import torch
 from torch import nn
 from ultralytics.nn.modules import Conv
@@ -29,7 +27,7 @@ class CoordAtt(LayerScaled):
         ValueError: If `c2 != c1`, `reduction < 1` or `layer_scale` is not a number.
     """
 
-    def __init__(self, c1: int, c2: int, reduction: int = 32, layer_scale: Optional[float] = None):
+    def __init__(self, c1: int, c2: int, reduction: int = 32, layer_scale: float | None = None):
         super().__init__()
         if c2 != c1:
             raise ValueError(f"CoordAtt keeps the channel count: expected c2 == c1, got c1={c1}, c2={c2}")

@@ -8,8 +8,6 @@ a 1x1 "embed" on [query; static context] yields per-position local k x k attenti
 3x3 conv of a bottleneck) into the Ultralytics C2f / C3k2 family.
 """
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -189,9 +187,7 @@ class CoTAttention(LayerScaled):
             or `layer_scale` is given without the shortcut.
     """
 
-    def __init__(
-        self, c1: int, c2: int, kernel_size: int = 3, shortcut: bool = True, layer_scale: Optional[float] = None
-    ):
+    def __init__(self, c1: int, c2: int, kernel_size: int = 3, shortcut: bool = True, layer_scale: float | None = None):
         super().__init__()
         if c2 != c1:
             raise ValueError(f"CoTAttention keeps the channel count: expected c2 == c1, got c1={c1}, c2={c2}")

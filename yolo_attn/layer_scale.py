@@ -2,13 +2,11 @@
 residual branch, Y = X + γ · F(X). Initialised at 0 it makes a layer inserted into a trained network start as the
 identity; γ receives gradients, so training moves the layer away from it."""
 
-from typing import Optional
-
 import torch
 from torch import nn
 
 
-def layer_scale_parameter(channels: int, init: Optional[float], owner: str) -> Optional[nn.Parameter]:
+def layer_scale_parameter(channels: int, init: float | None, owner: str) -> nn.Parameter | None:
     """Return γ of shape (C,) filled with `init`, or None when `init` is None (the layer's paper form).
 
     γ is 1-D, applied as `gamma.view(-1, 1, 1)`: optimisers that treat ndim >= 2 parameters as matrices (Ultralytics'

@@ -1,7 +1,6 @@
 """Find the YAMLs shipped with the plugin by bare name, as Ultralytics finds its own."""
 
 from pathlib import Path
-from typing import Optional, Union
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -15,7 +14,7 @@ def shipped_dir(name: str) -> Path:
     return packaged if packaged.is_dir() else _PACKAGE.parent / name
 
 
-def find_shipped(file: Union[str, Path]) -> Optional[Path]:
+def find_shipped(file: str | Path) -> Path | None:
     """Return the shipped YAML named by a bare file name, or None.
 
     Anything that is not a bare `*.yaml` name, or that exists in the working directory, is left to Ultralytics: the

@@ -15,7 +15,7 @@ import importlib
 import inspect
 import logging
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from yolo_attn import autoload, compat, operators
 
@@ -434,7 +434,7 @@ def is_registered() -> bool:
     return bool(_installed)
 
 
-def failure() -> Optional[str]:
+def failure() -> str | None:
     """Return the message of the last failed registration (None when none failed)."""
     return _failure[0] if _failure else None
 

@@ -21,7 +21,7 @@ inserted), relative to the stock model without plugin layers. Weight transfer re
 """
 
 import inspect
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from yolo_attn import operators
 
@@ -194,7 +194,7 @@ def with_layer_map(d: dict) -> dict:
     return {**d, "layer_map": layer_map}
 
 
-def layer_map_of(d: Optional[dict]) -> Optional[list]:
+def layer_map_of(d: dict | None) -> list | None:
     """Return the layer map of a model YAML dict, derived if not recorded; None for a model without plugin layers."""
     if not isinstance(d, dict) or "backbone" not in d:
         return None

@@ -13,8 +13,8 @@ The wrappers here are installed and removed by `yolo_attn.patches` (the inventor
 
 import copy
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -37,8 +37,8 @@ from yolo_attn.yaml_checks import (  # noqa: F401  (re-exported: tests and users
     _n_supplied,
     _parser_names,
     _stand_in,
+    check_plugin_yaml,
 )
-from yolo_attn.yamlkeys import check_plugin_yaml
 
 
 def plugin_modules() -> dict:
@@ -95,9 +95,7 @@ def _substitute(rows: list, modules: dict) -> list:
     return out
 
 
-def _build(
-    cls: type, stand_in: nn.Module, yaml_args: list, i: int, act: nn.Module, layer_scale: Optional[float]
-) -> tuple:
+def _build(cls: type, stand_in: nn.Module, yaml_args: list, i: int, act: nn.Module, layer_scale: float | None) -> tuple:
     """Build the plugin module for layer `i` from what the parser gave its stand-in.
 
     Args:

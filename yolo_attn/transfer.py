@@ -9,7 +9,7 @@ class-count aware head transfer and the "Transferred N/M items" line, where N no
 """
 
 import copy
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from torch import nn
 from ultralytics.utils import LOGGER
@@ -19,7 +19,7 @@ from yolo_attn.layer_scale import flatten_gammas
 from yolo_attn.reference import layer_map_of
 
 
-def remap(source: nn.Module, layer_map: list) -> Optional[nn.Module]:
+def remap(source: nn.Module, layer_map: list) -> nn.Module | None:
     """Return a shallow view of `source` with its stock layers at the indices `layer_map` gives them, or None.
 
     The source is a stock model (its layer count is the stock one) or a plugin model with a layer map of its own
@@ -66,7 +66,7 @@ def _nc(model: nn.Module) -> object:
     return getattr(model, "nc", None) or (getattr(model, "yaml", None) or {}).get("nc")
 
 
-def _layers(keys: list, layer_map: Optional[list] = None) -> str:
+def _layers(keys: list, layer_map: list | None = None) -> str:
     """Return the layer indices of `keys` (`model.{i}.…`), or their stock indices through `layer_map`."""
     layers = dict.fromkeys(int(k.split(".")[1]) for k in keys)
     return ", ".join(str(i if layer_map is None else layer_map[i]) for i in layers)

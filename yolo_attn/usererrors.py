@@ -6,7 +6,7 @@ anywhere on the command line shows the full traceback instead. Any other excepti
 """
 
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
 
 FLAGS = ("--traceback", "--debug")
 HELP = "show the full traceback of an error instead of one line (for debugging and bug reports)"
@@ -16,7 +16,7 @@ def user_errors() -> tuple:
     """Return the exception types that report a user's mistake (imported late: they live beside heavy imports)."""
     from yolo_attn.reference import InsertionError
     from yolo_attn.registry import LayerError
-    from yolo_attn.yamlkeys import UnknownKeyError
+    from yolo_attn.yaml_checks import UnknownKeyError
 
     return LayerError, InsertionError, UnknownKeyError, FileNotFoundError
 
@@ -26,7 +26,7 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def run_command(prog: str, command: Callable[[list], Optional[int]], argv: Optional[list] = None) -> int:
+def run_command(prog: str, command: Callable[[list], int | None], argv: list | None = None) -> int:
     """Run `command(argv)` (argv without the traceback flags); report a user's mistake in one line, return 2.
 
     Args:

@@ -39,9 +39,10 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from yolo_attn.bench.flops import count_flops, flop_breakdown, ultralytics_flops
 from yolo_attn.bench.report import write_chart, write_cost_tables, write_markdown, write_raw

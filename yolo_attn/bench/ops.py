@@ -31,9 +31,10 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from yolo_attn.bench.flops import count_flops
 from yolo_attn.bench.timing import interleaved, machine_info, torch_threads

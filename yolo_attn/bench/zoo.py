@@ -6,9 +6,9 @@ import fnmatch
 import re
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from yolo_attn.bench.timing import quiet
 from yolo_attn.lookup import shipped_dir
