@@ -2,8 +2,9 @@
 
 Run in an environment holding Ultralytics and the plugin (`scripts/version_matrix.sh` builds one per release):
 stock `yolo train`, a by-reference YOLO11 plugin YAML trained from an empty directory, its checkpoint reloaded under
-`ULTRALYTICS_SAFE_LOAD=1`, ONNX export; on Ultralytics 8.3 a YOLO26 plugin YAML must fail naming the release it
-needs. Offline throughout. Exit status 0 when every step passed; one line per step.
+`ULTRALYTICS_SAFE_LOAD=1`, ONNX export, a generated classification set built offline and rebuilt when damaged; on
+Ultralytics 8.3 a YOLO26 plugin YAML must fail naming the release it needs. Offline throughout. Exit status 0 when
+every step passed; one line per step.
 """
 
 import os
@@ -17,11 +18,11 @@ TRAIN = ["data=synth-shapes-tiny.yaml", "imgsz=64", "epochs=1", "batch=8", "work
 PLUGIN_YAML = "base: yolo11n.yaml\ninsert:\n  - [4, CoordAtt, []]\n  - [6, CoTAttention, []]\n"
 
 
-def step(name: str, args: list, cwd: Path, env: dict, expect_fail: str = "") -> bool:
-    """Run one command; passed = exit 0 (or, with `expect_fail`, non-zero with that text in the output)."""
+def step(name: str, args: list, cwd: Path, env: dict, expect_fail: str = "", expect: str = "") -> bool:
+    """Run one command; passed = exit 0 with `expect` in the output (or, with `expect_fail`, non-zero with that)."""
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
-    ok = (proc.returncode != 0 and expect_fail in out) if expect_fail else proc.returncode == 0
+    ok = (proc.returncode != 0 and expect_fail in out) if expect_fail else proc.returncode == 0 and expect in out
     print(f"{'PASS' if ok else 'FAIL'} {name}", flush=True)
     if not ok:
         print("\n".join("    " + line for line in out.strip().splitlines()[-25:]), flush=True)
@@ -82,6 +83,19 @@ def main() -> int:
     )
     results.append(
         step("yolo export format=onnx", [YOLO, "export", f"model={best}", "format=onnx", "imgsz=64"], work, env)
+    )
+    classify = [YOLO, "train", "model=yolov8n-cls.yaml", "data=synth-shapes-cls-tiny", *TRAIN[1:]]
+    results.append(step("classification set built offline", [*classify, f"project={root / 'runs'}"], work, env))
+    for crop in sorted((root / "datasets" / "synth-shapes-cls-tiny" / "val").rglob("*.jpg"))[:2]:
+        crop.unlink()
+    results.append(
+        step(
+            "damaged classification set rebuilt on use",
+            [*classify, f"project={root / 'runs'}"],
+            work,
+            env,
+            expect="the build wrote",
+        )
     )
     if not version.startswith("8.3."):  # MuSGD (8.4+): before 8.4.108 it asserted 2-D on every ndim >= 2 parameter
         (work / "my-layer-scale.yaml").write_text(PLUGIN_YAML + "layer_scale: 0.0\n")

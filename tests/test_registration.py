@@ -125,8 +125,8 @@ def test_every_task_head(task):
     assert tuple(y.shape) == TASK_OUTPUTS[task] and torch.isfinite(y).all()
     if task == "classify":
         torch.testing.assert_close(y.sum(1), torch.ones(2))
-    if task == "segment":  # the mask prototypes at a quarter of the input size
-        assert tuple(outputs(out)[1].shape) == (2, 32, 24, 16)
+    if task == "segment":  # the mask prototypes at a quarter of the input size (where in the outputs: by release)
+        assert (2, 32, 24, 16) in [tuple(t.shape) for t in outputs(out)]
 
 
 def test_summary_rows_show_true_module():
