@@ -53,15 +53,22 @@ def test_coord_att_map_peaks_on_the_row_its_height_attention_picks():
     assert m.map[5].min() == pytest.approx(1.0) and m.map[20].max() < 0.05  # a_w flat: the whole row is the peak
 
 
-def test_coord_att_map_is_the_mean_outer_product_of_its_directional_attentions():
-    """On a tensor source the raw map equals mean_c σ(a_h) σ(a_w) computed by hand from the layer's convs."""
-    torch.manual_seed(1)
-    ca = randomise_norms(CoordAtt(16, 16)).eval()
-    net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), ca)
-    x = torch.rand(1, 3, 64, 96)
+def _mapped(operator: type, size: tuple, seed: int) -> tuple:
+    """A 16-channel `operator` (norms randomised) behind a stride-2 conv stem, its map on a random image of `size`,
+    and the stem's features it saw: (layer, map, features)."""
+    torch.manual_seed(seed)
+    layer = randomise_norms(operator(16, 16)).eval()
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), layer)
+    x = torch.rand(1, 3, *size)
     (m,) = attention_maps(net, x)
     with torch.no_grad():
-        f = net[0](x)
+        return layer, m, net[0](x)
+
+
+def test_coord_att_map_is_the_mean_outer_product_of_its_directional_attentions():
+    """On a tensor source the raw map equals mean_c σ(a_h) σ(a_w) computed by hand from the layer's convs."""
+    ca, m, f = _mapped(CoordAtt, (64, 96), seed=1)
+    with torch.no_grad():
         z = torch.cat((f.mean(3, keepdim=True), f.mean(2, keepdim=True).transpose(2, 3)), 2)
         s = ca.squeeze(z)
         a_h = ca.attn_h(s[:, :, :32]).sigmoid()
@@ -74,13 +81,8 @@ def test_coord_att_map_is_the_mean_outer_product_of_its_directional_attentions()
 
 def test_cot_map_is_the_fused_dynamic_context():
     """CoTAttention's raw map is mean_c |a_dyn[c] K2[c]|, written from the block's equations (K2 and the fusion)."""
-    torch.manual_seed(2)
-    cot = randomise_norms(CoTAttention(16, 16)).eval()
-    net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), cot)
-    x = torch.rand(1, 3, 40, 56)
-    (m,) = attention_maps(net, x)
+    cot, m, f = _mapped(CoTAttention, (40, 56), seed=2)
     with torch.no_grad():
-        f = net[0](x)
         k1 = cot.key(f)
         a = cot.attn_norm(cot.attn_expand(cot.attn_reduce(torch.cat((f, k1), 1)))).reshape(1, 2, 9, 20, 28)
         v = torch.nn.functional.pad(cot.value(f), (1, 1, 1, 1))
@@ -97,14 +99,10 @@ def test_cot_map_is_the_fused_dynamic_context():
 
 def test_attn_conv_map_is_the_local_context_weight_magnitude():
     """AttnConv's raw map is mean_c |tanh(d^-0.5 gate(Q ⊙ K))| of its local branch."""
-    torch.manual_seed(3)
-    layer = AttnConv(16, 16).eval()
-    net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), layer)
-    x = torch.rand(1, 3, 32, 48)
-    (m,) = attention_maps(net, x)
+    layer, m, f = _mapped(AttnConv, (32, 48), seed=3)
     with torch.no_grad():
         group = layer.local_groups[0]
-        q, k, _ = group.dw(group.qkv(layer.norm(net[0](x)))).chunk(3, 1)
+        q, k, _ = group.dw(group.qkv(layer.norm(f))).chunk(3, 1)
         ref = torch.tanh(group.gate(q * k) * group.scale).abs().mean(1)[0].numpy()
     np.testing.assert_allclose(m.raw, ref, rtol=1e-5, atol=1e-6)
 

@@ -50,18 +50,9 @@ def make_package(root, entry_points: str) -> dict:
     return {"PYTHONPATH": str(root)}
 
 
-class SEBlock(nn.Module):
-    """The same block, defined in a user's script and registered in-process."""
-
-    def __init__(self, c1: int, c2: int, reduction: int = 4):
-        super().__init__()
-        hidden = max(c1 // reduction, 8)
-        self.fc = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(c1, hidden, 1), nn.SiLU(), nn.Conv2d(hidden, c1, 1), nn.Sigmoid()
-        )
-
-    def forward(self, x):
-        return x * self.fc(x)
+_script = {"__name__": __name__}
+exec(SE_SOURCE, _script)
+SEBlock = _script["SEBlock"]  # the same block, as a user's script defines it, registered in-process
 
 
 @pytest.fixture

@@ -23,7 +23,11 @@ LATER = "ultralytics.data.utils"
 
 
 def imported(name: str) -> bool:
-    """Return whether module `name` has finished importing (not absent, not still executing)."""
+    """Return whether module `name` has finished importing (not absent, not still executing).
+
+    The import system marks a module whose code is still running with `__spec__._initializing` (CPython's own test
+    for a partially initialised module); where that mark is absent the module counts as finished.
+    """
     spec = getattr(sys.modules.get(name), "__spec__", None)
     return name in sys.modules and not getattr(spec, "_initializing", False)
 
