@@ -11,7 +11,7 @@ VERSIONS=("$@")
 [ ${#VERSIONS[@]} -eq 0 ] && VERSIONS=(8.3.253 8.4.50 newest)
 MATRIX_DIR="${MATRIX_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/yolo-attn-matrix.XXXXXX")}"
 [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$MATRIX_DIR"' EXIT
-FAST_TESTS="${FAST_TESTS:-tests/test_failsafe.py tests/test_registration.py tests/test_reference.py tests/test_transfer.py}"
+FAST_TESTS="${FAST_TESTS:-tests/test_failsafe.py tests/test_registration.py tests/test_reference.py tests/test_transfer.py tests/test_data_concurrency.py}"
 export YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export YOLO_CONFIG_DIR="$MATRIX_DIR/config"  # never the user's settings (releases before 8.4.115 reset them)
 mkdir -p "$YOLO_CONFIG_DIR"
