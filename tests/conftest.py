@@ -97,7 +97,7 @@ def one_thread():
     torch.set_num_threads(THREADS)
 
 
-# On a release before YOLO26 (8.3), a case naming a YOLO26 model is skipped with the reason (`pytest_collection_...`).
+# On a release before YOLO26 (8.3), a case naming a YOLO26 model is skipped with the reason (the two hooks below).
 HAS_YOLO26 = compat.has_yolo26()
 # The fast set's sample of the stock-YAML sweeps: the families the plugin ships YAMLs for, one per task (YOLO11's
 # pose and classify models stand in for YOLO26's before 8.4).
@@ -118,7 +118,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip the cases naming a YOLO26 model (parameters, or the test's name) on a release without YOLO26."""
+    """Skip the cases whose parameters name a YOLO26 model on a release without YOLO26."""
     if HAS_YOLO26:
         return
     skip = pytest.mark.skip(reason=compat.yolo26_message("the case"))
@@ -140,7 +140,7 @@ def sampled(paths: list, sample: set) -> list:
     Returns:
         (list): Each path, or a pytest.param carrying the `exhaustive` marker.
     """
-    missing = {n for n in sample - {p.name for p in paths} if HAS_YOLO26 or not compat.is_yolo26_name(n)}
+    missing = sample - {p.name for p in paths}
     assert not missing, f"the fast sample names files that do not exist: {sorted(missing)}"
     return [p if p.name in sample else pytest.param(p, marks=pytest.mark.exhaustive) for p in paths]
 
