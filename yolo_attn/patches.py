@@ -66,8 +66,11 @@ def _rebind(name: str, old: object, new: object) -> list:
     return done
 
 
-def _function(home: str, name: str, params: tuple, factory: str, why: str, later: bool = False) -> Patch:
+def _function(home: str, name: str, params: tuple, factory: str, why: str) -> Patch:
     """A patch that wraps function `home.name` and rebinds the wrapper under every name the original is bound to.
+
+    When `home` is `autoload.LATER`, which may not have finished importing at registration, the check and the wrap
+    wait for it (`later_module_imported`), and a failure there turns this patch off alone.
 
     Args:
         home (str): The defining module.
@@ -75,9 +78,8 @@ def _function(home: str, name: str, params: tuple, factory: str, why: str, later
         params (tuple): Its leading parameter names, as the wrapper calls it.
         factory (str): "module:function" building the wrapper from the original (imported at install).
         why (str): Why.
-        later (bool): `home` is `autoload.LATER`, which may not have finished importing at registration: the check
-            and the wrap then wait for it (`later_module_imported`), and a failure there turns this patch off alone.
     """
+    later = home == autoload.LATER
 
     def check() -> None:
         if later and not autoload.imported(home):
@@ -417,7 +419,6 @@ INVENTORY = (
         "yolo_attn.registry:make_check_cls_dataset",
         "a generated classification set (named by folder) is built offline where Ultralytics would download it, and "
         "checked against its build record on every use (rebuilt when damaged)",
-        later=True,
     ),
     _torch_safe_load(),
     _base_model_load(),
