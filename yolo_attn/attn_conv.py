@@ -125,8 +125,11 @@ class _GlobalGroup(nn.Module):
         if m:  # the stride follows the input size; an export records the one of its traced size
             s = (max(s, -(-h // m)), max(s, -(-w // m)))
         pooled = F.avg_pool2d(x, s, s, ceil_mode=True, count_include_pad=False) if s != 1 else x  # (B, C, h', w')
-        # Channel layout of the K/V conv is (2, g, d), as in the official code.
-        k, v = self.kv(pooled).reshape(b, 2, g, d, -1).transpose(-1, -2).unbind(1)  # 2 x (B, g, h'·w', d)
+        # Channel layout of the K/V conv is (2, g, d), as in the official code; sliced, not unbound from a 5-D view,
+        # so every converter reads it (x2paddle has no `unbind`, ncnn no 5-D tensors).
+        kv = self.kv(pooled)  # (B, 2·g·d, h', w')
+        k = kv[:, : g * d].reshape(b, g, d, -1).transpose(-1, -2)  # (B, g, h'·w', d)
+        v = kv[:, g * d :].reshape(b, g, d, -1).transpose(-1, -2)  # (B, g, h'·w', d)
         out = _attention(q, k, v, self.scale)  # (B, g, H·W, d)
         return out.transpose(-1, -2).reshape(b, g * d, h, w)
 

@@ -17,7 +17,16 @@ from ultralytics.nn.modules.block import C3k, PSABlock
 from yolo_attn.layer_scale import LayerScaled, layer_scale_parameter
 from yolo_attn.tracing import group_norm, zero_pad
 
-__all__ = ("CoTAttention", "CoTBottleneck", "C3k_CoT", "C2f_CoT", "C3k2_CoT", "PooledBatchNorm2d", "local_aggregate")
+__all__ = (
+    "CoTAttention",
+    "CoTBottleneck",
+    "C3k_CoT",
+    "C2f_CoT",
+    "C3k2_CoT",
+    "PooledBatchNorm2d",
+    "local_aggregate",
+    "aggregate_for_export",
+)
 
 SHARE_PLANES = 8  # channels c, c + C/8, c + 2C/8, ... share one local attention map (official `share_planes`)
 RADIX = 2  # split attention over {dynamic context, static context}
@@ -60,6 +69,7 @@ def local_aggregate(v: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> to
     materialise a k^2 * C * H * W tensor. When gradients are needed (and not while tracing for export), the same
     forward runs inside `_LocalAggregate`, whose hand-written backward accumulates into one buffer instead of
     autograd's k^2 zero-padded copies; this is also the seam where a fused kernel (CUDA/Triton) would plug in.
+    Eager only: `CoTAttention` traces `aggregate_for_export`, the same sum in ops every converter reads.
 
     Args:
         v (torch.Tensor): Values, (B, C, H, W) with C divisible by G.
@@ -69,7 +79,7 @@ def local_aggregate(v: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> to
     Returns:
         (torch.Tensor): Aggregated values, (B, C, H, W).
     """
-    if torch.is_grad_enabled() and (v.requires_grad or attn.requires_grad) and not torch.jit.is_tracing():
+    if torch.is_grad_enabled() and (v.requires_grad or attn.requires_grad):
         return _LocalAggregate.apply(v, attn, kernel_size)
     return _aggregate(v, attn, kernel_size)
 
@@ -79,11 +89,8 @@ def _aggregate(v: torch.Tensor, attn: torch.Tensor, k: int) -> torch.Tensor:
 
     Each off-centre offset adds into the part of the output whose window lies inside the image, read from the
     matching part of `v`, so no zero-padded copy of `v` is made (measured on one thread: 0.69-0.94x the time of
-    the padded form at YOLOv8n's P3-P5 shapes). While tracing for export the padded form is recorded instead: its
-    slices have constant bounds, so H and W stay dynamic in the exported graph.
+    the padded form at YOLOv8n's P3-P5 shapes). Eager only: export traces `aggregate_for_export` instead.
     """
-    if torch.jit.is_tracing():
-        return _aggregate_padded(v, attn, k)
     p, g = k // 2, attn.shape[1]
     h, w = v.shape[-2:]
     # Channel c = j * G + m uses map m: split C into (C / G, G) so the G maps broadcast over the leading axis.
@@ -104,19 +111,34 @@ def _inside(shift: int, n: int) -> slice:
     return slice(max(0, -shift), max(0, n - max(0, shift)))
 
 
-def _aggregate_padded(v: torch.Tensor, attn: torch.Tensor, k: int) -> torch.Tensor:
-    """`_aggregate` over shifted windows of a zero-padded `v`: one multiply, then k^2 - 1 in-place multiply-adds.
+def aggregate_for_export(v: torch.Tensor, attn: torch.Tensor, k: int, share: int = SHARE_PLANES) -> torch.Tensor:
+    """`local_aggregate` written with the ops every deployment converter reads (ONNX, pnnx/ncnn, CoreML, x2paddle).
 
-    The in-place `addcmul_` is autograd-safe (its backward needs only its two factors, not the accumulator) and
-    exports to ONNX as Mul + Add.
+    The same sum as `_aggregate`, over shifted windows of a zero-padded `v`, but with 4-D tensors only, slices of step
+    1, and out-of-place Mul and Add (no `addcmul`, `unflatten`, `unbind` or in-place writes into traced tensors).
+    Channel c = j * G + m uses map m, so viewing `v` as (B, C/G, G*H, W) puts j on the channel axis and (m, y) on the
+    row axis, where each map, viewed as (B, 1, G*H, W), broadcasts over j. Slice bounds are constants (`_shift`) and
+    the views read B, H and W off the tensors, so an ONNX export keeps batch, H and W dynamic.
+
+    Args:
+        v (torch.Tensor): Values, (B, C, H, W).
+        attn (torch.Tensor): Local attention maps as the attention conv gives them, (B, G * k * k, H, W), channel
+            m * k * k + d holding offset d (row-major) of map m.
+        k (int): Odd neighbourhood size.
+        share (int): Channels per map, C / G.
+
+    Returns:
+        (torch.Tensor): Aggregated values, (B, C, H, W).
     """
-    p, g = k // 2, attn.shape[1]
-    vp = zero_pad(v, p).unflatten(1, (-1, g))  # (B, C/G, G, H+2p, W+2p)
-    a = attn.unsqueeze(1)  # (B, 1, G, k*k, H, W)
-    out = a[:, :, :, 0] * vp[..., _shift(0, k), _shift(0, k)]  # (B, C/G, G, H, W)
-    for d in range(1, k * k):
-        out.addcmul_(a[:, :, :, d], vp[..., _shift(d // k, k), _shift(d % k, k)])
-    return out.flatten(1, 2)  # (B, C, H, W)
+    b, _, h, w = v.shape
+    vp = zero_pad(v, k // 2)  # (B, C, H+2p, W+2p)
+    maps = attn.reshape(b, -1, k * k, h * w)  # (B, G, k*k, H*W)
+    out = None
+    for d in range(k * k):
+        window = vp[:, :, _shift(d // k, k), _shift(d % k, k)].reshape(b, share, -1, w)  # (B, C/G, G*H, W)
+        term = maps[:, :, d : d + 1].reshape(b, 1, -1, w) * window  # map d of every m, broadcast over j
+        out = term if out is None else out + term
+    return out.reshape(b, -1, h, w)  # (B, C, H, W)
 
 
 class _LocalAggregate(torch.autograd.Function):
@@ -226,15 +248,22 @@ class CoTAttention(LayerScaled):
         Returns:
             (torch.Tensor): Output, (B, C, H, W).
         """
+        k, tracing = self.kernel_size, torch.jit.is_tracing()
         k1 = self.key(x)  # (B, C, H, W) static context
-        a = group_norm(self.attn_norm, self.attn_expand(self._reduce(x, k1)))  # (B, k*k*C/8, H, W)
-        a = a.unflatten(1, (-1, self.kernel_size * self.kernel_size))  # (B, C/8, k*k, H, W)
-        k2 = self.dyn_act(self.dyn_bn(local_aggregate(self.value(x), a, self.kernel_size)))  # (B, C, H, W) dynamic
+        a = group_norm(self.attn_norm, self.attn_expand(self._reduce(x, k1)))  # (B, C/8*k*k, H, W)
+        v = self.value(x)  # (B, C, H, W)
+        # Export records the converter-friendly form; eager runs the fast one (with its own backward when training).
+        k2 = aggregate_for_export(v, a, k) if tracing else local_aggregate(v, a.unflatten(1, (-1, k * k)), k)
+        k2 = self.dyn_act(self.dyn_bn(k2))  # (B, C, H, W) dynamic context
         s = k1.mean((2, 3), keepdim=True) + k2.mean((2, 3), keepdim=True)  # (B, C, 1, 1) = mean_HW(K1 + K2)
         z = self.se_expand(self.se_reduce(s))  # (B, 2C, 1, 1); channel 2c: dynamic logit, 2c + 1: static logit
-        w_dyn, w_stat = z.unflatten(1, (-1, RADIX)).softmax(2).unbind(2)  # 2 x (B, C, 1, 1)
+        w = z.reshape(z.shape[0], -1, RADIX, 1).softmax(2)  # (B, C, 2, 1): softmax over each pair
+        w_dyn, w_stat = w[:, :, :1], w[:, :, 1:]  # 2 x (B, C, 1, 1)
         if self.gamma is not None:
             w_dyn, w_stat = self.gamma.view(-1, 1, 1) * w_dyn, self.gamma.view(-1, 1, 1) * w_stat
+        if tracing:  # plain Mul and Add: pnnx, coremltools and x2paddle have no addcmul
+            y = w_stat * k1 + w_dyn * k2
+            return x + y if self.shortcut else y
         # Two passes over (B, C, H, W) for [X +] a_stat * K1 + a_dyn * K2, with γ already in the (B, C, 1, 1) weights.
         y = torch.addcmul(x, w_stat, k1) if self.shortcut else w_stat * k1
         return y.addcmul_(w_dyn, k2)
@@ -251,7 +280,7 @@ class CoTAttention(LayerScaled):
         if not torch.jit.is_tracing():
             return r(torch.cat((x, k1), 1))
         w = r.conv.weight
-        c = w.shape[1] // 2  # from the weight, a constant: no shape arithmetic recorded
+        c = r.conv.in_channels // 2  # a Python int: no shape arithmetic recorded
         y = F.conv2d(x, w[:, :c]) + F.conv2d(k1, w[:, c:], r.conv.bias)
         return r.act(r.bn(y) if hasattr(r, "bn") else y)
 

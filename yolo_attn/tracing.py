@@ -1,7 +1,8 @@
-"""Operator steps written so that tracing for export gives the graph stock models give: no extra torch warnings.
+"""Operator steps written so that tracing for export gives graphs every converter reads, with no extra warnings.
 
-Outside tracing each function is the plain PyTorch call; while tracing (`torch.onnx.export`, OpenVINO's conversion)
-it computes the same values with ops whose export torch does not warn about.
+Outside tracing each function is the plain PyTorch call; while tracing (`torch.onnx.export`, OpenVINO's conversion,
+pnnx for ncnn, coremltools, x2paddle) it computes the same values with ops that the converter reads and whose export
+torch does not warn about.
 """
 
 import torch
@@ -10,12 +11,14 @@ from torch import nn
 
 
 def zero_pad(v: torch.Tensor, p: int) -> torch.Tensor:
-    """`F.pad(v, (p, p, p, p))`; while tracing for export, the same zeros concatenated instead.
+    """`F.pad(v, (p, p, p, p))`; while exporting to ONNX, the same zeros concatenated instead.
 
     Torch's ONNX export of `F.pad` reverses the pads with a step -1 Slice, which its constant folding cannot fold and
-    warns about ("Only steps=1 can be constant folded", three times per layer); stock YOLO models have no F.pad.
+    warns about ("Only steps=1 can be constant folded", three times per layer); stock YOLO models have no F.pad. The
+    converters that read a TorchScript trace instead (pnnx, coremltools, x2paddle) all convert `F.pad`, and x2paddle
+    has no `new_zeros`, so only the ONNX export takes the concatenation.
     """
-    if not torch.jit.is_tracing():
+    if not torch.onnx.is_in_onnx_export():
         return F.pad(v, (p, p, p, p))
     side = v.new_zeros((*v.shape[:-1], p))
     v = torch.cat([side, v, side], -1)
