@@ -1,12 +1,8 @@
-"""Shared helpers of the export tests (test_export.py, test_openvino.py, test_compile.py): the every-operator
-detector, photos as inputs, calibrated checkpoints, the parity bound, and an interpreter without the plugin.
+"""Shared helpers of the export tests (test_export.py, test_openvino.py, test_deploy.py, test_compile.py): the
+every-operator detector, the parity bound, and an interpreter without the plugin.
 
-The models are untrained, so two steps make their outputs worth comparing. BatchNorm statistics are calibrated on
-real photos (bus.jpg, zidane.jpg), which keeps every layer's activations at a sane scale (with the default statistics
-YOLO's activations grow layer by layer, and float32 rounding alone moves the outputs by whole pixels). And the class
-logits of the detection head are standardised over those photos, so class scores spread over (0, 1) where the sigmoid
-is sensitive: the default prior puts every score near 1e-4 and random weights put many near 1, both in the sigmoid's
-flat tails, which would hide a wrong class logit and make detections tie on score.
+The models are untrained; `yolo_attn.bench.calibrate` (photos as inputs, calibrated checkpoints, shared with
+`yolo-attn-bench deploy`) makes their outputs depend on the image.
 
 Parity bound, per output block (box rows in pixels, class-score rows in [0, 1]): max|Δ| <= 1e-3 * max|y| + 1e-4.
 """
@@ -16,13 +12,13 @@ import re
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from conftest import logged, outputs, run
-from torch import nn
 from ultralytics import YOLO
-from ultralytics.utils import ASSETS
+
+from yolo_attn.bench.calibrate import calibrated_checkpoint as make_checkpoint  # noqa: F401 (the tests' name)
+from yolo_attn.bench.calibrate import photos as images
 
 PY = sys.executable
 IMGSZ = 160  # export size of the model tests
@@ -153,49 +149,9 @@ def _last_int(key: str) -> int:
     return int(key.rsplit("|", 1)[1])
 
 
-def images(h: int, w: int, batch: int = 1) -> np.ndarray:
-    """Real photos resized to h x w, as a float32 (batch, 3, h, w) array in [0, 1]; bus.jpg first, then zidane.jpg."""
-    photos = [cv2.imread(str(ASSETS / f))[:, :, ::-1] for f in ("bus.jpg", "zidane.jpg")]
-    x = [cv2.resize(photos[i % 2], (w, h)).transpose(2, 0, 1) for i in range(batch)]
-    return (np.stack(x) / 255.0).astype(np.float32)
-
-
 def scale_n(path: Path) -> str:
     """Bare name of the n scale of a shipped YAML: yolov8-ca.yaml -> yolov8n-ca.yaml."""
     return re.sub(r"^(yolo(?:v)?\d+)", r"\1n", path.name, count=1)
-
-
-def make_checkpoint(cfg: str, path: Path, spread_scores: bool = True) -> Path:
-    """Build an untrained model, calibrate it on real photos (see the module docstring), save a loadable checkpoint."""
-    torch.manual_seed(0)
-    model = YOLO(cfg)
-    net = model.model
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the calibration batches
-    net.train()
-    with torch.no_grad():
-        for h, w in [(160, 160), (128, 192), (192, 128)]:
-            x = torch.from_numpy(images(h, w, batch=4))
-            net(torch.cat((x, x.flip(3))))  # the photos and their mirror images
-        net.eval()
-        head = net.model[-1]
-        if spread_scores and hasattr(head, "cv3"):  # standardise each level's class logits over the photos
-            # the 1x1 convs that output class logits (YOLO26's end-to-end head infers with its one-to-one branch)
-            heads = [branch[-1] for branch in (head.one2one_cv3 if getattr(head, "end2end", False) else head.cv3)]
-            logits = []
-            hooks = [
-                m.register_forward_hook(lambda m, i, out: logits.append(out - m.bias[:, None, None])) for m in heads
-            ]
-            net(torch.from_numpy(images(256, 192, batch=2)))
-            for hook in hooks:
-                hook.remove()
-            for m, z in zip(heads, logits):
-                m.weight.div_(z.std())
-                m.bias.copy_(-z.mean((0, 2, 3)) / z.std())
-    model.save(path)
-    return path
 
 
 def reference(ckpt: Path, xs: list) -> list:

@@ -117,7 +117,10 @@ class _GlobalGroup(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         g, d, s = self.heads, self.head_dim, self.pool_size
-        q = self.q(x).reshape(b, g, d, -1).transpose(-1, -2)  # (B, g, H·W, d)
+        # Positions first, then heads: (B, g·d, H, W) -> (B, H·W, g, d) -> (B, g, H·W, d). The direct route, a
+        # transpose of (B, g, d, H·W), is the same tensor, but Paddle Inference's oneDNN passes fuse that
+        # reshape-transpose-matmul chain wrongly (max error 0.05-0.15 on one layer); this order they leave alone.
+        q = self.q(x).flatten(2).transpose(1, 2).reshape(b, -1, g, d).transpose(1, 2)  # (B, g, H·W, d)
         # The official AvgPool2d(s, s) needs H and W divisible by s. ceil_mode keeps the partial windows at the
         # bottom/right edge; with no padding each of them is averaged over its valid pixels only, so 1x1 or 13x9 maps
         # work and divisible sizes give exactly the official result. Exports as a single ONNX AveragePool.
@@ -141,8 +144,10 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) 
     fused CPU kernel never materialises the N x M matrix: at P3 of a 640 px input (N = 6400, M = 400, d = 16) it
     runs 4.5x faster for inference and 3.6x for a train step than the written-out form; for small ones (P5:
     N = 400, M = 25) its overhead makes it 2x slower, hence the size switch. While tracing for export (TorchScript,
-    ONNX) the written-out MatMul -> Softmax -> MatMul is recorded instead: PyTorch exports the fused op to ONNX only
-    from opset 14, this form at every opset. Both compute the same function (they agree to float rounding).
+    ONNX, every converter) the written-out MatMul -> Softmax -> MatMul is recorded instead: PyTorch exports the fused
+    op to ONNX only from opset 14, this form at every opset. Both compute the same function (they agree to float
+    rounding). The softmax runs over the last axis: ONNX Runtime's Softmax over another axis transposes internally
+    (measured at P3: 2.3x the time of the whole attention).
     """
     # Tracing is checked first: comparing traced sizes would record a constant and warn (TracerWarning).
     if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()) and q.shape[-2] * k.shape[-2] >= 2**15:

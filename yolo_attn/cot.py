@@ -281,7 +281,9 @@ class CoTAttention(LayerScaled):
             return r(torch.cat((x, k1), 1))
         w = r.conv.weight
         c = r.conv.in_channels // 2  # a Python int: no shape arithmetic recorded
-        y = F.conv2d(x, w[:, :c]) + F.conv2d(k1, w[:, c:], r.conv.bias)
+        y = F.conv2d(x, w[:, :c]) + F.conv2d(k1, w[:, c:])
+        if r.conv.bias is not None:  # added apart: x2paddle cannot map a bias beside a sliced weight
+            y = y + r.conv.bias.view(-1, 1, 1)
         return r.act(r.bn(y) if hasattr(r, "bn") else y)
 
 

@@ -15,6 +15,7 @@ MODES = {  # mode name -> module; the first is the default
     "models": "yolo_attn.bench.models",
     "ops": "yolo_attn.bench.ops",
     "finetune": "yolo_attn.bench.finetune",
+    "deploy": "yolo_attn.bench.deploy",
 }
 
 
