@@ -11,18 +11,19 @@ from torch import nn
 
 
 def zero_pad(v: torch.Tensor, p: int) -> torch.Tensor:
-    """`F.pad(v, (p, p, p, p))`; while exporting to ONNX, the same zeros concatenated instead.
+    """`F.pad(v, (p, p, p, p))`; while tracing for export, the same zeros concatenated to the sides instead.
 
-    Torch's ONNX export of `F.pad` reverses the pads with a step -1 Slice, which its constant folding cannot fold and
-    warns about ("Only steps=1 can be constant folded", three times per layer); stock YOLO models have no F.pad. The
-    converters that read a TorchScript trace instead (pnnx, coremltools, x2paddle) all convert `F.pad`, and x2paddle
-    has no `new_zeros`, so only the ONNX export takes the concatenation.
+    No converter-specific op: torch's ONNX export of `F.pad` reverses the pads with a step -1 Slice that its constant
+    folding warns about ("Only steps=1 can be constant folded", three times per layer; stock YOLO models have no
+    F.pad), Paddle Inference's oneDNN path crashes on x2paddle's `pad` (segmentation fault), and x2paddle converts
+    neither `new_zeros` nor `zeros_like`. The zero strips are an edge slice of `v` times 0 (Slice and Mul, which every
+    converter reads); they equal zeros wherever `v` is finite, and a non-finite `v` has already spoilt the output.
     """
-    if not torch.onnx.is_in_onnx_export():
+    if not torch.jit.is_tracing():
         return F.pad(v, (p, p, p, p))
-    side = v.new_zeros((*v.shape[:-1], p))
+    side = torch.cat([v[..., :1] * 0] * p, -1)  # (B, C, H, p), from one column: W may be smaller than p
     v = torch.cat([side, v, side], -1)
-    edge = v.new_zeros((*v.shape[:-2], p, v.shape[-1]))
+    edge = torch.cat([v[..., :1, :] * 0] * p, -2)  # (B, C, p, W + 2p)
     return torch.cat([edge, v, edge], -2)
 
 

@@ -181,19 +181,20 @@ def measure_format(job: dict) -> dict:
             with quiet():
                 backend = AutoBackend(f, device=torch.device("cpu"), fp16=False, verbose=False)
                 net = YOLO(str(local)).model.float().eval()
-                box, cls = 0.0, 0.0
+                errors = []
                 for x in xs:
                     y = _first(backend(torch.from_numpy(x)))
                     with torch.no_grad():
-                        ref = _first(net(torch.from_numpy(x)))
-                    b, c = _block_errors(np.asarray(y, dtype=np.float32), ref.numpy())
-                    box, cls = max(box, b), max(cls, c)
+                        ref = _first(net(torch.from_numpy(x))).numpy()
+                    errors.append(block_errors(np.asarray(y, dtype=np.float32), ref))
         except Exception as e:
             cell["error"] = f"runs: {_one_line(e)}"
             continue
-        cell.update(runs=True, box_err=box, cls_err=cls)
+        cell["runs"] = True
+        for i, key in enumerate(("box_err", "cls_err", "box_scale", "cls_scale")):
+            cell[key] = max(e[i] for e in errors)
         backends[name] = backend
-    if backends and job["rounds"] > 0:
+    if backends and job.get("rounds", 0) > 0:
         x = torch.from_numpy(xs[0])
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core for every runtime's thread pool
@@ -216,16 +217,19 @@ def _first(y: Any) -> Any:
     return y
 
 
-def _block_errors(y, ref) -> tuple[float, float]:
-    """Max |Δ| over the box rows and over the class-score rows of a (B, 4 + nc, anchors) or (B, n, 6) output."""
+def block_errors(y, ref) -> tuple[float, float, float, float]:
+    """Max |Δ| over the box rows and the class-score rows of a (B, 4 + nc, anchors) or end-to-end (B, n, 6) output,
+    then max |ref| over each (the scale of the float32 parity bound)."""
     import numpy as np
 
     if y.shape != ref.shape:
         raise ValueError(f"output shape {y.shape} differs from PyTorch's {ref.shape}")
-    d = np.abs(y - ref)
     if y.shape[-1] == 6:  # end-to-end: x1, y1, x2, y2, score, class
-        return float(d[..., :4].max()), float(d[..., 4].max())
-    return float(d[:, :4].max()), float(d[:, 4:].max())
+        box, cls = (..., slice(0, 4)), (..., slice(4, 5))
+    else:
+        box, cls = (slice(None), slice(0, 4)), (slice(None), slice(4, None))
+    d = np.abs(y - ref)
+    return float(d[box].max()), float(d[cls].max()), float(np.abs(ref[box]).max()), float(np.abs(ref[cls]).max())
 
 
 def _size(path: Path) -> int:
@@ -353,8 +357,27 @@ def _cell_text(c: dict) -> str:
     return text
 
 
+def _worker_setup(fmt: str) -> None:
+    """What the worker arranges before exporting, so that nothing is installed or downloaded behind the user's back.
+
+    - MNN's converter imports `MNN.tools.utils.log`, which runs `pip install -U aliyun-log-python-sdk` (with whatever
+      `pip` is first on PATH) when that package is missing, then sends usage data; marked absent here, the converter
+      runs without its logger (it catches the ImportError itself).
+    - Ultralytics' SavedModel export fetches onnx2tf's sample-input file even for float32 (no option skips it) unless
+      `calibration_image_sample_data_20x128x128x3_float32.npy` lies in the working directory; for a float32 export
+      onnx2tf only feeds it through both graphs as a check, so a fixed random array of that shape serves.
+    """
+    sys.modules.setdefault("MNN.tools.utils.log", None)  # a None entry makes the import raise ImportError
+    sample = Path("calibration_image_sample_data_20x128x128x3_float32.npy")
+    if fmt == "saved_model" and not sample.exists():
+        import numpy as np
+
+        np.save(sample, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
+
+
 if __name__ == "__main__":  # a worker: `python -m yolo_attn.bench.deploy job.json` (see `_in_subprocess`)
     _job = json.loads(Path(sys.argv[1]).read_text())
+    _worker_setup(_job.get("format", ""))
     if "weights" in _job:
         Path("int8.json").write_text(json.dumps(measure_int8(_job)))
     else:
