@@ -53,26 +53,36 @@ FORMATS = (
     "onnx",
     "openvino",
     "coreml",
+    "coreai",
     "saved_model",
+    "pb",
     "litert",
     "paddle",
     "mnn",
     "ncnn",
     "executorch",
 )
-NO_RUNTIME_HERE = {"coreml": "no CoreML runtime on Linux: conversion checked only"}
+NO_RUNTIME_HERE = {
+    "coreml": "no CoreML runtime on Linux: conversion checked only",
+    "coreai": "Core AI runs on macOS 26 only: conversion checked only",
+}
 MODELS = ("yolov8n", "yolov8n-cot", "yolov8n-c2f-cot", "yolov8n-attnconv", "yolov8n-ca", "yolo11n", "yolo11n-c3k2-cot")
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """Add the deploy mode's options to `ap`."""
-    ap.add_argument("--models", nargs="+", default=list(MODELS), help="model YAMLs (bare names) or checkpoints")
-    ap.add_argument("--formats", nargs="+", default=list(FORMATS), help="export formats (`yolo export format=`)")
+    ap.add_argument("--models", nargs="*", default=list(MODELS), help="model YAMLs (bare names) or checkpoints")
+    ap.add_argument(
+        "--formats", nargs="*", default=list(FORMATS), help="export formats (`yolo export format=`); none: INT8 only"
+    )
     ap.add_argument("--imgsz", type=int, default=160, help="export and inference size")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per format")
     ap.add_argument("--runs", type=int, default=5, help="timed inferences per model and round")
     ap.add_argument("--weights", nargs="*", default=[], help="trained checkpoints for the INT8 part, stock first")
     ap.add_argument("--data", default="synth-shapes.yaml", help="data set of the INT8 calibration and validation")
+    ap.add_argument(
+        "--int8-formats", nargs="+", default=["openvino", "litert"], help="formats of the INT8 part (`int8=True`)"
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/deploy"), help="folder for deploy.md and deploy.json")
     ap.add_argument(
         "--python",
@@ -98,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.time()
     work = Path(tempfile.mkdtemp(prefix="yolo-attn-deploy-"))
     models = {}
-    for m in args.models:
+    for m in args.models if args.formats else []:
         name = Path(m).stem
         models[name] = str(m) if m.endswith(".pt") else str(calibrated_checkpoint(f"{name}.yaml", work / f"{name}.pt"))
         print(f"deploy: {name} ready", flush=True)
@@ -111,7 +121,7 @@ def main(args: argparse.Namespace) -> int:
             c.get("runs", False) or (c.get("exported", False) and fmt in NO_RUNTIME_HERE) for c in cells[fmt].values()
         )
         print(f"deploy: {fmt}: {ok}/{len(models)} models pass ({time.time() - t:.0f}s)", flush=True)
-    int8 = _int8_table(args.weights, args.data, args.imgsz, work) if args.weights else []
+    int8 = _int8_table(args.weights, args.data, args.imgsz, args.int8_formats, work) if args.weights else []
     report = {
         "machine": info,
         "loadavg_end": list(os.getloadavg()),
@@ -176,6 +186,7 @@ def measure_format(job: dict) -> dict:
         cell.update(exported=True, export_s=round(time.time() - t, 1), size_mb=round(_size(Path(f)) / 2**20, 2))
         if fmt in NO_RUNTIME_HERE:
             cell["note"] = NO_RUNTIME_HERE[fmt]
+            cell["ops"] = _coreml_ops(Path(f)) if fmt == "coreml" else []
             continue
         try:
             with quiet():
@@ -210,6 +221,15 @@ def measure_format(job: dict) -> dict:
     return cells
 
 
+def _coreml_ops(path: Path) -> list[str]:
+    """Op types of a converted CoreML program, read from its spec (no CoreML runtime on Linux to load it)."""
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    blocks = [b for fn in spec.mlProgram.functions.values() for b in fn.block_specializations.values()]
+    return sorted({op.type for b in blocks for op in b.operations})
+
+
 def _first(y: Any) -> Any:
     """The first tensor of a model output (the decoded boxes and scores of a detector)."""
     while isinstance(y, (list, tuple)):
@@ -241,9 +261,9 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:300]
 
 
-def _int8_table(weights: list[str], data: str, imgsz: int, work: Path) -> list[dict]:
-    """mAP50-95 of each trained checkpoint in PyTorch, OpenVINO float32 and OpenVINO INT8 (one row per checkpoint)."""
-    job = {"weights": weights, "data": data, "imgsz": imgsz}
+def _int8_table(weights: list[str], data: str, imgsz: int, formats: list[str], work: Path) -> list[dict]:
+    """mAP50-95 of each trained checkpoint in PyTorch and, per format, its float32 and INT8 exports (a row each)."""
+    job = {"weights": weights, "data": data, "imgsz": imgsz, "formats": formats}
     folder = work / "int8"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "job.json").write_text(json.dumps(job))
@@ -255,7 +275,7 @@ def _int8_table(weights: list[str], data: str, imgsz: int, work: Path) -> list[d
 
 
 def measure_int8(job: dict) -> list[dict]:
-    """Validate each checkpoint as PyTorch, OpenVINO float32 and OpenVINO INT8 export; return one row each."""
+    """Validate each checkpoint in PyTorch and as float32 and INT8 export in each format; return one row each."""
     from ultralytics import YOLO
 
     from yolo_attn.bench.timing import quiet
@@ -268,13 +288,15 @@ def measure_int8(job: dict) -> list[dict]:
         row: dict[str, Any] = {"model": name}
         val = {"data": job["data"], "imgsz": job["imgsz"], "batch": 16, "plots": False, "verbose": False}
         with quiet():
-            row["pytorch"] = YOLO(str(local)).val(**val, project=str(Path.cwd()), name=f"{name}-pt").box.map
-            for key, opts in (("openvino_f32", {}), ("openvino_int8", {"int8": True, "data": job["data"]})):
-                try:
-                    f = YOLO(str(local)).export(format="openvino", imgsz=job["imgsz"], verbose=False, **opts)
-                    row[key] = YOLO(f, task="detect").val(**val, project=str(Path.cwd()), name=f"{name}-{key}").box.map
-                except Exception as e:
-                    row[f"{key}_error"] = _one_line(e)
+            row["pytorch"] = float(YOLO(str(local)).val(**val, project=str(Path.cwd()), name=f"{name}-pt").box.map)
+            for fmt in job["formats"]:
+                for key, opts in ((f"{fmt}_f32", {}), (f"{fmt}_int8", {"int8": True, "data": job["data"]})):
+                    try:
+                        f = YOLO(str(local)).export(format=fmt, imgsz=job["imgsz"], verbose=False, **opts)
+                        metrics = YOLO(f, task="detect").val(**val, project=str(Path.cwd()), name=f"{name}-{key}")
+                        row[key] = float(metrics.box.map)
+                    except Exception as e:
+                        row[f"{key}_error"] = _one_line(e)
         print(f"deploy: int8 {row}", flush=True)
         rows.append(row)
     return rows
@@ -311,31 +333,33 @@ def markdown(report: dict) -> str:
         lines += ["", "Failures, as the exporter or runtime reported them:", ""]
         lines += [f"- {fmt}, {n}: `{e}`" for fmt, n, e in failures]
     if report["int8"]:
-        rows = report["int8"]
-        stock_drop = _drop(rows[0])
+        rows, fmts = report["int8"], s["int8_formats"]
         lines += [
             "",
             "## INT8",
             "",
-            f"mAP50-95 on `{s['data']}` (val split) from `YOLO(file).val()` at {s['imgsz']} px: the trained PyTorch "
-            "checkpoint, its OpenVINO float32 export and its OpenVINO INT8 export (`int8=True`, NNCF calibrated on "
-            "the same data set). Drop: float32 export minus INT8 export; excess: drop minus the stock model's drop.",
+            f"mAP50-95 on `{s['data']}` (val split) from `YOLO(file).val()` at {s['imgsz']} px: each trained "
+            "checkpoint in PyTorch, then per format its float32 export and its INT8 export (`int8=True data=...`: "
+            "calibrated on that data set by the format's own quantiser, NNCF for OpenVINO). Drop: float32 export "
+            "minus INT8 export; excess: drop minus the stock model's drop in the same format (target: at most +0.01).",
             "",
-            "| model | PyTorch | OpenVINO f32 | OpenVINO INT8 | drop | excess over stock |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| model | PyTorch | " + " | ".join(f"{f} f32 | {f} INT8 | drop | excess" for f in fmts) + " |",
+            "|---|---:|" + "---:|---:|---:|---:|" * len(fmts),
         ]
         for r in rows:
-            d = _drop(r)
-            excess = f"{d - stock_drop:+.4f}" if d is not None and stock_drop is not None else "-"
-            lines.append(
-                f"| {r['model']} | {_f(r.get('pytorch'))} | {_f(r.get('openvino_f32'))} | "
-                f"{_f(r.get('openvino_int8'))} | {_f(d)} | {excess} |"
-            )
+            cols = [r["model"], _f(r.get("pytorch"))]
+            for f in fmts:
+                d, d0 = _drop(r, f), _drop(rows[0], f)
+                excess = f"{d - d0:+.4f}" if d is not None and d0 is not None else "-"
+                cols += [_f(r.get(f"{f}_f32")), _f(r.get(f"{f}_int8")), _f(d), excess]
+            lines.append("| " + " | ".join(cols) + " |")
+        errors = [(r["model"], k, v) for r in rows for k, v in r.items() if k.endswith("_error")]
+        lines += [f"- {m}, {k[: -len('_error')]}: `{e}`" for m, k, e in errors]
     return "\n".join(lines) + "\n"
 
 
-def _drop(row: dict) -> float | None:
-    a, b = row.get("openvino_f32"), row.get("openvino_int8")
+def _drop(row: dict, fmt: str) -> float | None:
+    a, b = row.get(f"{fmt}_f32"), row.get(f"{fmt}_int8")
     return a - b if a is not None and b is not None else None
 
 
@@ -369,7 +393,7 @@ def _worker_setup(fmt: str) -> None:
     """
     sys.modules.setdefault("MNN.tools.utils.log", None)  # a None entry makes the import raise ImportError
     sample = Path("calibration_image_sample_data_20x128x128x3_float32.npy")
-    if fmt == "saved_model" and not sample.exists():
+    if fmt in {"saved_model", "pb"} and not sample.exists():
         import numpy as np
 
         np.save(sample, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
