@@ -127,7 +127,7 @@ class _GlobalGroup(nn.Module):
         m = getattr(self, "max_key_grid", 0)  # modules pickled before the option existed have no attribute
         if m:  # the stride follows the input size; an export records the one of its traced size
             s = (max(s, -(-h // m)), max(s, -(-w // m)))
-        pooled = F.avg_pool2d(x, s, s, ceil_mode=True, count_include_pad=False) if s != 1 else x  # (B, C, h', w')
+        pooled = _avg_pool_valid(x, s) if s != 1 else x  # (B, C, ceil(H / s), ceil(W / s))
         # Channel layout of the K/V conv is (2, g, d), as in the official code; sliced, not unbound from a 5-D view,
         # so every converter reads it (x2paddle has no `unbind`, ncnn no 5-D tensors).
         kv = self.kv(pooled)  # (B, 2·g·d, h', w')
@@ -135,6 +135,26 @@ class _GlobalGroup(nn.Module):
         v = kv[:, g * d :].reshape(b, g, d, -1).transpose(-1, -2)  # (B, g, h'·w', d)
         out = _attention(q, k, v, self.scale)  # (B, g, H·W, d)
         return out.transpose(-1, -2).reshape(b, g * d, h, w)
+
+
+def _avg_pool_valid(x: torch.Tensor, s: int | tuple[int, int]) -> torch.Tensor:
+    """Average pooling with window and stride `s`, each partial edge window averaged over its valid pixels only.
+
+    Eager and traced (TorchScript, ONNX): one `avg_pool2d` with `ceil_mode` and without the padding in the count.
+    Under `torch.export` (LiteRT, ExecuTorch, Core AI), where the sizes are static, the same values as a pool of the
+    input zero-padded to whole windows, divided by the fraction of each window that lies inside: LiteRT's INT8
+    quantiser has no parameters for the generic reduce-window op the ceil-mode pool lowers to ("Failed to get
+    quantization parameters"), and plain average pooling it quantises.
+    """
+    if not torch.compiler.is_exporting():
+        return F.avg_pool2d(x, s, s, ceil_mode=True, count_include_pad=False)
+    sh, sw = (s, s) if isinstance(s, int) else s
+    h, w = x.shape[-2:]
+    pad = (0, -w % sw, 0, -h % sh)  # right and bottom, to whole windows
+    if not any(pad):
+        return F.avg_pool2d(x, (sh, sw), (sh, sw))
+    inside = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), pad), (sh, sw), (sh, sw))  # (1, 1, h', w') in (0, 1]
+    return F.avg_pool2d(F.pad(x, pad), (sh, sw), (sh, sw)) / inside
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
