@@ -11,20 +11,22 @@ from torch import nn
 
 
 def zero_pad(v: torch.Tensor, p: int) -> torch.Tensor:
-    """`F.pad(v, (p, p, p, p))`; while tracing for export, the same zeros concatenated to the sides instead.
+    """`F.pad(v, (p, p, p, p))`; while tracing for export, zero tensors concatenated to the sides instead.
 
     No converter-specific op: torch's ONNX export of `F.pad` reverses the pads with a step -1 Slice that its constant
     folding warns about ("Only steps=1 can be constant folded", three times per layer; stock YOLO models have no
     F.pad), Paddle Inference's oneDNN path crashes on x2paddle's `pad` (segmentation fault), and x2paddle converts
-    neither `new_zeros` nor `zeros_like`. The zero strips are an edge slice of `v` times 0 (Slice and Mul, which every
-    converter reads); they equal zeros wherever `v` is finite, and a non-finite `v` has already spoilt the output.
+    neither `new_zeros` nor `zeros_like`. `torch.zeros` of the traced size every converter reads (ONNX
+    ConstantOfShape); zero strips made as an edge slice times 0 would too, but made OpenVINO's CoT layer at P3 1.4x
+    slower.
     """
     if not torch.jit.is_tracing():
         return F.pad(v, (p, p, p, p))
-    side = torch.cat([v[..., :1] * 0] * p, -1)  # (B, C, H, p), from one column: W may be smaller than p
-    v = torch.cat([side, v, side], -1)
-    edge = torch.cat([v[..., :1, :] * 0] * p, -2)  # (B, C, p, W + 2p)
-    return torch.cat([edge, v, edge], -2)
+    b, c, h, w = v.shape
+    side = torch.zeros(b, c, h, p, dtype=v.dtype, device=v.device)
+    v = torch.cat([side, v, side], -1)  # (B, C, H, W + 2p)
+    edge = torch.zeros(b, c, p, w + 2 * p, dtype=v.dtype, device=v.device)
+    return torch.cat([edge, v, edge], -2)  # (B, C, H + 2p, W + 2p)
 
 
 def group_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:

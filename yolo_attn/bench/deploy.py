@@ -41,6 +41,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from yolo_attn.usererrors import one_line
+
 DESCRIPTION = (
     "Export stock and plugin models to every format of `yolo export` that runs on this machine, run each file "
     "through Ultralytics' AutoBackend, and report per format: exported, runs, error vs PyTorch, size, latency ratio to "
@@ -84,13 +86,23 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "--int8-formats", nargs="+", default=["openvino", "litert"], help="formats of the INT8 part (`int8=True`)"
     )
     ap.add_argument("--out", type=Path, default=Path("runs/deploy"), help="folder for deploy.md and deploy.json")
+    ap.add_argument("--report", type=Path, help="only write deploy.md from this deploy.json of an earlier run")
     ap.add_argument(
         "--python",
         action="append",
         default=[],
+        type=_format_python,
         metavar="FORMAT=INTERPRETER",
         help="run FORMAT's export in another environment's interpreter (e.g. coreml=~/.venvs/apple/bin/python)",
     )
+
+
+def _format_python(value: str) -> tuple[str, str]:
+    """Parse `--python FORMAT=INTERPRETER`."""
+    fmt, sep, python = value.partition("=")
+    if not sep or fmt not in FORMATS or not python:
+        raise argparse.ArgumentTypeError(f"expected FORMAT=INTERPRETER with FORMAT one of {', '.join(FORMATS)}")
+    return fmt, python
 
 
 def family(name: str) -> str:
@@ -103,7 +115,11 @@ def main(args: argparse.Namespace) -> int:
     from yolo_attn.bench.calibrate import calibrated_checkpoint
     from yolo_attn.bench.timing import machine_info
 
-    pythons = dict(p.split("=", 1) for p in args.python)
+    if args.report:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "deploy.md").write_text(markdown(json.loads(args.report.read_text())))
+        return 0
+    pythons = dict(args.python)
     info = machine_info()
     started = time.time()
     work = Path(tempfile.mkdtemp(prefix="yolo-attn-deploy-"))
@@ -257,8 +273,9 @@ def _size(path: Path) -> int:
 
 
 def _one_line(e: BaseException) -> str:
-    lines = [s.strip() for s in str(e).strip().splitlines() if s.strip()]
-    return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:300]
+    """`TypeName: last line of the message`: exporters raise long multi-line errors whose last line says what failed."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {one_line(lines[-1]) if lines else ''}"[:300]
 
 
 def _int8_table(weights: list[str], data: str, imgsz: int, formats: list[str], work: Path) -> list[dict]:
@@ -320,7 +337,10 @@ def markdown(report: dict) -> str:
         "float32 on bus.jpg and zidane.jpg, box rows in pixels / class scores, untrained models with calibrated "
         "statistics (their outputs depend on the image). Latency: one inference through AutoBackend, ratio to the "
         f"stock model of the family in the same runtime, median of {s['rounds']} interleaved rounds of {s['runs']}, "
-        "the process pinned to one core.",
+        "the process pinned to one core. OpenVINO runs at its default precision, as `yolo predict` does: bf16 on CPUs "
+        "with AMX or AVX512_BF16, where untrained models' boxes move by tens of pixels, stock and plugin alike "
+        "(float32 parity of every shipped YAML: tests/test_openvino.py; what precision costs a trained model: the "
+        "INT8 table).",
         "",
         "| format | " + " | ".join(models) + " |",
         "|---|" + "---|" * len(models),
