@@ -257,6 +257,20 @@ def test_tracing_records_no_constant_from_the_operator():
     assert "scaled_dot_product_attention" not in str(traced.inlined_graph)
 
 
+@pytest.mark.parametrize("hw", [(10, 10), (5, 7), (8, 8), (1, 1), (13, 9)], ids=str)
+def test_torch_export_form_equals_eager(hw):
+    """Under torch.export (LiteRT, ExecuTorch) the ceil-mode pool is a pool of the padded input over the inside
+    fraction, and K/V are sliced, not unbound: the exported program computes the eager layer's values."""
+    torch.manual_seed(0)
+    m = _randomise(AttnConv(32, 32, None, [3, 5], 0.5, 4, True, 1.0)).eval()
+    x = torch.randn(1, 32, *hw)
+    program = torch.export.export(m, (x,))
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert not any("unbind" in t for t in targets), targets
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), m(x), atol=1e-5, rtol=0)
+
+
 def test_pooling_partial_windows_use_valid_pixels():
     # The edge-window semantics the global branch relies on (and which ONNX AveragePool reproduces, see above).
     x = torch.randn(2, 3, 13, 9, dtype=torch.float64)

@@ -12,7 +12,16 @@ from torch.utils._pytree import tree_leaves
 from ultralytics.nn.modules import C2f, C3k2, Conv
 from ultralytics.nn.modules.block import Bottleneck
 
-from yolo_attn.cot import C2f_CoT, C3k2_CoT, C3k_CoT, CoTAttention, CoTBottleneck, PooledBatchNorm2d, local_aggregate
+from yolo_attn.cot import (
+    C2f_CoT,
+    C3k2_CoT,
+    C3k_CoT,
+    CoTAttention,
+    CoTBottleneck,
+    PooledBatchNorm2d,
+    aggregate_for_export,
+    local_aggregate,
+)
 
 ATOL = 1e-5
 
@@ -90,6 +99,31 @@ def test_local_aggregate_matches_unfold(c, k):
     torch.manual_seed(0)
     v, a = torch.randn(2, c, 7, 5), torch.randn(2, c // 8, k * k, 7, 5)
     torch.testing.assert_close(local_aggregate(v, a, k), _aggregate_unfold(v, a, k), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("hw", [(7, 5), (1, 1), (2, 9)], ids=str)
+@pytest.mark.parametrize("k", [3, 5])
+def test_export_form_of_the_aggregation_matches_unfold(k, hw):
+    """The traced form (4-D views, zero strips from torch.zeros, out-of-place Mul/Add), at maps narrower than k."""
+    torch.manual_seed(0)
+    v, a = torch.randn(2, 32, *hw), torch.randn(2, 4, k * k, *hw)
+    traced = torch.jit.trace(lambda v, a: aggregate_for_export(v, a, k), (v, a.flatten(1, 2)), check_trace=False)
+    torch.testing.assert_close(traced(v, a.flatten(1, 2)), _aggregate_unfold(v, a, k), atol=ATOL, rtol=0)
+    kinds = {n.kind() for n in traced.inlined_graph.nodes()}
+    assert not kinds & {"aten::addcmul", "aten::addcmul_", "aten::unflatten", "aten::unbind", "aten::pad"}, kinds
+
+
+@pytest.mark.parametrize("shortcut, layer_scale", [(True, None), (False, None), (True, 0.5)])
+def test_traced_block_matches_eager_at_other_sizes(shortcut, layer_scale):
+    """The block traced at one size runs the export form; at other sizes and batches it equals the eager block."""
+    torch.manual_seed(0)
+    m = randomise_norms(CoTAttention(32, 32, shortcut=shortcut, layer_scale=layer_scale)).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(m, torch.randn(1, 32, 8, 8), check_trace=False)
+        for x in (torch.randn(2, 32, 13, 9), torch.randn(1, 32, 1, 1)):
+            torch.testing.assert_close(traced(x), m(x), atol=ATOL, rtol=0)
+    kinds = {n.kind() for n in traced.inlined_graph.nodes()}
+    assert not kinds & {"aten::addcmul", "aten::addcmul_", "aten::unflatten", "aten::unbind", "aten::new_zeros"}
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
