@@ -265,3 +265,24 @@ def test_finetune_mode_starts_every_variant_at_stock(tmp_path, tiny_data):
     table = markdown_tables((tmp_path / "finetune.md").read_text())[0]
     assert [row.split("|")[1].strip().strip("*") for row in table[2:]] == ["yolo26n", "yolo26n-ca"]
     assert (tmp_path / "yolo26n-synth-shapes-tiny-64px-1ep.pt").is_file()  # the cached stock weights
+
+
+@pytest.mark.exhaustive
+def test_deploy_mode_end_to_end(tmp_path):
+    """`yolo-attn-bench deploy` on ONNX: a stock and a plugin model exported, run through AutoBackend and timed against
+    each other; the report re-renders from its JSON; a bad `--python` is one line with exit status 2."""
+    out = tmp_path / "out"
+    args = ["deploy", "--models", "yolov8n", "yolov8n-ca", "--formats", "onnx", "--rounds", "1", "--runs", "1"]
+    run([BENCH_BIN, *args, "--out", out], tmp_path)
+    cells = json.loads((out / "deploy.json").read_text())["cells"]["onnx"]
+    assert cells["yolov8n"]["ratio"] == 1.0 and cells["yolov8n-ca"]["ratio"] > 0
+    for cell in cells.values():
+        assert cell["runs"] and cell["box_err"] <= 1e-3 * cell["box_scale"] + 1e-4, cell
+    md = (out / "deploy.md").read_text()
+    assert "| onnx | " in md and "yolov8n-ca" in md
+    (out / "deploy.md").unlink()
+    run([BENCH_BIN, "deploy", "--report", out / "deploy.json", "--out", out], tmp_path)
+    assert (out / "deploy.md").read_text() == md
+    with pytest.raises(SystemExit) as e:  # argparse's own one-line usage error
+        main(["deploy", "--python", "nonsense"])
+    assert e.value.code == 2
