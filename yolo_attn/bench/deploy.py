@@ -156,19 +156,23 @@ def main(args: argparse.Namespace) -> int:
 
 def _in_subprocess(job: dict, folder: Path, python: str) -> dict:
     """Run one format's job in a fresh interpreter; return model name -> cell."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "job.json").write_text(json.dumps(job))
-    env = {**os.environ, "YOLO_OFFLINE": os.environ.get("YOLO_OFFLINE", "1")}
-    env.setdefault("YOLO_AUTOINSTALL", "0")  # never pip-install an exporter behind the user's back
-    out = subprocess.run(
-        [python, "-m", "yolo_attn.bench.deploy", str(folder / "job.json")], cwd=folder, env=env, capture_output=True
-    )
+    out = _run_worker(job, folder, python, capture=True)
     result = folder / "cells.json"
     if result.exists():
         return json.loads(result.read_text())
     tail = (out.stderr or out.stdout).decode(errors="replace").strip().splitlines()
     why = tail[-1] if tail else f"exit code {out.returncode}"
     return {name: {"exported": False, "error": f"worker failed: {why}"} for name in job["models"]}
+
+
+def _run_worker(job: dict, folder: Path, python: str, capture: bool) -> subprocess.CompletedProcess:
+    """`python -m yolo_attn.bench.deploy job.json` in `folder`, offline and with Ultralytics' auto-install off."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "job.json").write_text(json.dumps(job))
+    env = {**os.environ, "YOLO_OFFLINE": os.environ.get("YOLO_OFFLINE", "1")}
+    env.setdefault("YOLO_AUTOINSTALL", "0")  # never pip-install an exporter behind the user's back
+    command = [python, "-m", "yolo_attn.bench.deploy", str(folder / "job.json")]
+    return subprocess.run(command, cwd=folder, env=env, capture_output=capture)
 
 
 def measure_format(job: dict) -> dict:
@@ -281,13 +285,8 @@ def _one_line(e: BaseException) -> str:
 def _int8_table(weights: list[str], data: str, imgsz: int, formats: list[str], work: Path) -> list[dict]:
     """mAP50-95 of each trained checkpoint in PyTorch and, per format, its float32 and INT8 exports (a row each)."""
     job = {"weights": weights, "data": data, "imgsz": imgsz, "formats": formats}
-    folder = work / "int8"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "job.json").write_text(json.dumps(job))
-    env = {**os.environ, "YOLO_OFFLINE": os.environ.get("YOLO_OFFLINE", "1")}
-    env.setdefault("YOLO_AUTOINSTALL", "0")
-    subprocess.run([sys.executable, "-m", "yolo_attn.bench.deploy", str(folder / "job.json")], cwd=folder, env=env)
-    result = folder / "int8.json"
+    _run_worker(job, work / "int8", sys.executable, capture=False)  # its progress lines go to the console
+    result = work / "int8" / "int8.json"
     return json.loads(result.read_text()) if result.exists() else []
 
 
@@ -322,7 +321,6 @@ def measure_int8(job: dict) -> list[dict]:
 def markdown(report: dict) -> str:
     """The report as Markdown: the matrix per format and model, then the INT8 table."""
     cells, s = report["cells"], report["settings"]
-    models = list(next(iter(cells.values()))) if cells else []
     m, load = report["machine"], report["machine"].get("loadavg_start")
     lines = [
         "# Deployment matrix",
@@ -331,6 +329,18 @@ def markdown(report: dict) -> str:
         f"{m['cores']} cores, load average {load[0]:.2f} at the start and {report['loadavg_end'][0]:.2f} at the end; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
         + ".",
+    ]
+    if cells:
+        lines += _matrix(cells, s)
+    if report["int8"]:
+        lines += _int8_lines(report["int8"], s)
+    return "\n".join(lines) + "\n"
+
+
+def _matrix(cells: dict, s: dict) -> list[str]:
+    """The matrix: a row per format, a column per model, and the failures below it."""
+    models = list(next(iter(cells.values())))
+    lines = [
         "",
         f"Models exported at {s['imgsz']} px by Ultralytics' own exporter (`YOLO(ckpt).export(format=F)`), each file "
         "run through Ultralytics' `AutoBackend` (what `yolo predict`/`yolo val` run). Error: max |Δ| against PyTorch "
@@ -352,30 +362,34 @@ def markdown(report: dict) -> str:
     if failures:
         lines += ["", "Failures, as the exporter or runtime reported them:", ""]
         lines += [f"- {fmt}, {n}: `{e}`" for fmt, n, e in failures]
-    if report["int8"]:
-        rows, fmts = report["int8"], s["int8_formats"]
-        lines += [
-            "",
-            "## INT8",
-            "",
-            f"mAP50-95 on `{s['data']}` (val split) from `YOLO(file).val()` at {s['imgsz']} px: each trained "
-            "checkpoint in PyTorch, then per format its float32 export and its INT8 export (`int8=True data=...`: "
-            "calibrated on that data set by the format's own quantiser, NNCF for OpenVINO). Drop: float32 export "
-            "minus INT8 export; excess: drop minus the stock model's drop in the same format (target: at most +0.01).",
-            "",
-            "| model | PyTorch | " + " | ".join(f"{f} f32 | {f} INT8 | drop | excess" for f in fmts) + " |",
-            "|---|---:|" + "---:|---:|---:|---:|" * len(fmts),
-        ]
-        for r in rows:
-            cols = [r["model"], _f(r.get("pytorch"))]
-            for f in fmts:
-                d, d0 = _drop(r, f), _drop(rows[0], f)
-                excess = f"{d - d0:+.4f}" if d is not None and d0 is not None else "-"
-                cols += [_f(r.get(f"{f}_f32")), _f(r.get(f"{f}_int8")), _f(d), excess]
-            lines.append("| " + " | ".join(cols) + " |")
-        errors = [(r["model"], k, v) for r in rows for k, v in r.items() if k.endswith("_error")]
-        lines += [f"- {m}, {k[: -len('_error')]}: `{e}`" for m, k, e in errors]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _int8_lines(rows: list[dict], s: dict) -> list[str]:
+    """The INT8 table: mAP50-95 per checkpoint in PyTorch, float32 and INT8 per format, the drop beside stock's."""
+    fmts = s["int8_formats"]
+    lines = [
+        "",
+        "## INT8",
+        "",
+        f"mAP50-95 on `{s['data']}` (val split) from `YOLO(file).val()` at {s['imgsz']} px: each trained "
+        "checkpoint in PyTorch, then per format its float32 export and its INT8 export (`int8=True data=...`: "
+        "calibrated on that data set by the format's own quantiser, NNCF for OpenVINO). Drop: float32 export "
+        "minus INT8 export; excess: drop minus the stock model's drop in the same format (target: at most +0.01).",
+        "",
+        "| model | PyTorch | " + " | ".join(f"{f} f32 | {f} INT8 | drop | excess" for f in fmts) + " |",
+        "|---|---:|" + "---:|---:|---:|---:|" * len(fmts),
+    ]
+    for r in rows:
+        cols = [r["model"], _f(r.get("pytorch"))]
+        for f in fmts:
+            d, d0 = _drop(r, f), _drop(rows[0], f)
+            excess = f"{d - d0:+.4f}" if d is not None and d0 is not None else "-"
+            cols += [_f(r.get(f"{f}_f32")), _f(r.get(f"{f}_int8")), _f(d), excess]
+        lines.append("| " + " | ".join(cols) + " |")
+    errors = [(r["model"], k, v) for r in rows for k, v in r.items() if k.endswith("_error")]
+    lines += [f"- {m}, {k[: -len('_error')]}: `{e}`" for m, k, e in errors]
+    return lines
 
 
 def _drop(row: dict, fmt: str) -> float | None:
