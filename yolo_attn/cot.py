@@ -66,7 +66,7 @@ def local_aggregate(v: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> to
     out[b, c, p] = sum over offsets d of attn[b, c mod G, d, p] * v[b, c, p + d], zero padded, where G = C / 8 is the
     number of attention maps. This is the official CoTNet `LocalConvolution` (a CUDA kernel there) written as k^2
     fused multiply-adds over shifted windows of a padded `v`, so memory stays O(C * H * W): an unfold of `v` would
-    materialise a k^2 * C * H * W tensor. When gradients are needed (and not while tracing for export), the same
+    materialise a k^2 * C * H * W tensor. When gradients are needed, the same
     forward runs inside `_LocalAggregate`, whose hand-written backward accumulates into one buffer instead of
     autograd's k^2 zero-padded copies; this is also the seam where a fused kernel (CUDA/Triton) would plug in.
     Eager only: `CoTAttention` traces `aggregate_for_export`, the same sum in ops every converter reads.
