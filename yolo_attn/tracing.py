@@ -16,8 +16,9 @@ def zero_pad(v: torch.Tensor, p: int) -> torch.Tensor:
     No converter-specific op: torch's ONNX export of `F.pad` reverses the pads with a step -1 Slice that its constant
     folding warns about ("Only steps=1 can be constant folded", three times per layer; stock YOLO models have no
     F.pad), Paddle Inference's oneDNN path crashes on x2paddle's `pad` (segmentation fault), and x2paddle converts
-    neither `new_zeros` nor `zeros_like`. Every converter reads `torch.zeros` of the traced size (ONNX: ConstantOfShape);
-    zero strips made as an edge slice times 0 would do too, but made OpenVINO's CoT layer at P3 1.4x slower.
+    neither `new_zeros` nor `zeros_like`. Every converter reads `torch.zeros` of the traced size (in ONNX a
+    ConstantOfShape); zero strips made as an edge slice times 0 would do too, but made OpenVINO's CoT layer at P3
+    1.4x slower.
     """
     if not torch.jit.is_tracing():
         return F.pad(v, (p, p, p, p))
