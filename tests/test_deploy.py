@@ -10,7 +10,7 @@ within twice the stock yolov8n's error in the same format, or within the float32
 
 The fast set runs ncnn (ncnn and pnnx, about 110 MB, in the dev extra); `pytest -m exhaustive` runs every format
 whose exporter is installed (`pip install ".[deploy]"`), each skipping with the package it needs when that is absent.
-CoreML has no runtime on Linux: its test checks that the conversion succeeds.
+CoreML and Core AI have no runtime on Linux: their tests check that the conversion succeeds.
 """
 
 import importlib.util
@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 from conftest import run
 from helpers import ABS, ALL_OPS_YAML, IMGSZ, REL, make_checkpoint
+
+from yolo_attn.bench.deploy import NO_RUNTIME_HERE
 
 # format -> the import names its exporter and runtime need (what `pip install ".[deploy]"` brings)
 NEEDS = {
@@ -84,7 +86,7 @@ def cells(fmt: str, models: dict, folder: Path, python: str = sys.executable) ->
 
 @pytest.mark.parametrize(
     "fmt",
-    [f if f in FAST else pytest.param(f, marks=pytest.mark.exhaustive) for f in NEEDS if f not in ("coreml", "coreai")],
+    [f if f in FAST else pytest.param(f, marks=pytest.mark.exhaustive) for f in NEEDS if f not in NO_RUNTIME_HERE],
 )
 def test_every_operator_runs_in_the_format_as_close_as_stock(tmp_path, checkpoints, fmt):
     _requires(fmt)
