@@ -6,7 +6,6 @@ a `SETTINGS.update()` after the import would reach subprocesses but not this pro
 """
 
 import json
-import logging
 import os
 import re
 import subprocess
@@ -40,23 +39,15 @@ SETTINGS_FILE.parent.mkdir(exist_ok=True)
 previous = json.loads(SETTINGS_FILE.read_text()) if SETTINGS_FILE.exists() else {}
 SETTINGS_FILE.write_text(json.dumps({**previous, **SANDBOX_SETTINGS}))
 
-import ultralytics.nn.tasks as tasks  # noqa: E402
+from helpers import HAS_YOLO26, YOLO_BIN, run  # noqa: E402
 from ultralytics.nn.modules import Conv  # noqa: E402
-from ultralytics.utils import DATASETS_DIR, LOGGER, NUM_THREADS, SETTINGS  # noqa: E402
+from ultralytics.utils import DATASETS_DIR, NUM_THREADS, SETTINGS  # noqa: E402
 
 from yolo_attn import compat  # noqa: E402
 
 assert {k: SETTINGS[k] for k in SANDBOX_SETTINGS} == SANDBOX_SETTINGS, SETTINGS
 assert DATASETS_DIR == SANDBOX / "datasets", DATASETS_DIR
 
-YOLO_BIN = str(Path(sys.executable).with_name("yolo"))  # the installed console script of this environment
-MODEL_CLASSES = {  # Ultralytics' model class for each task
-    "detect": tasks.DetectionModel,
-    "segment": tasks.SegmentationModel,
-    "pose": tasks.PoseModel,
-    "obb": tasks.OBBModel,
-    "classify": tasks.ClassificationModel,
-}
 
 # Ultralytics sets PyTorch's thread count to NUM_THREADS whenever it selects the CPU in-process (train, val, predict),
 # so without a fixed value here a test's speed and numerics would depend on which tests ran before it.
@@ -97,16 +88,6 @@ def one_thread():
     torch.set_num_threads(THREADS)
 
 
-# On a release before YOLO26 (8.3), a case naming a YOLO26 model is skipped with the reason (the two hooks below).
-HAS_YOLO26 = compat.has_yolo26()
-# The fast set's sample of the stock-YAML sweeps: the families the plugin ships YAMLs for, one per task (YOLO11's
-# pose and classify models stand in for YOLO26's before 8.4).
-STOCK_SAMPLE = {"yolov8.yaml", "yolo11.yaml", "yolo11-seg.yaml", "yolo11-obb.yaml"}
-STOCK_SAMPLE |= (
-    {"yolo26.yaml", "yolo26-pose.yaml", "yolo26-cls.yaml"} if HAS_YOLO26 else {"yolo11-pose.yaml", "yolo11-cls.yaml"}
-)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """On a release without YOLO26, a test that failed only because a YOLO26 YAML does not exist there is skipped."""
@@ -127,72 +108,6 @@ def pytest_collection_modifyitems(config, items):
         values = [v for p in params for v in (p if isinstance(p, (tuple, list)) else [p])]
         if any(isinstance(v, (str, Path)) and compat.is_yolo26_name(v) for v in values):
             item.add_marker(skip)
-
-
-def sampled(paths: list, sample: set) -> list:
-    """Parameters for a sweep over `paths`: those named in `sample` run in the fast set, the others only with
-    `pytest -m exhaustive`.
-
-    Args:
-        paths (list): The files the sweep covers (Path objects).
-        sample (set): File names that stay in the fast set.
-
-    Returns:
-        (list): Each path, or a pytest.param carrying the `exhaustive` marker.
-    """
-    missing = sample - {p.name for p in paths}
-    assert not missing, f"the fast sample names files that do not exist: {sorted(missing)}"
-    return [p if p.name in sample else pytest.param(p, marks=pytest.mark.exhaustive) for p in paths]
-
-
-def logged(fn) -> list:
-    """Call `fn` and return the messages Ultralytics' logger emitted meanwhile."""
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    LOGGER.addHandler(handler)
-    try:
-        fn()
-    finally:
-        LOGGER.removeHandler(handler)
-    return [r.getMessage() for r in records]
-
-
-def run(args: list, cwd: Path, env: dict = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a command in a fresh interpreter, failing the test with its output if it exits non-zero."""
-    proc = subprocess.run(
-        [str(a) for a in args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, f"{' '.join(map(str, args))} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return proc
-
-
-def outputs(x) -> list:
-    """Flatten a model's (nested) output into a list of tensors."""
-    if isinstance(x, torch.Tensor):
-        return [x]
-    if isinstance(x, dict):
-        x = list(x.values())
-    return [t for item in (x if isinstance(x, (list, tuple)) else []) for t in outputs(item)]
-
-
-def randomise_norms(m: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every norm layer non-trivial statistics and affine parameters, so a misplaced norm shows in the output."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)):
-                mod.weight.copy_(torch.rand(mod.weight.shape, generator=g) + 0.5)
-                mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.3)
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=g) * 0.3)
-                mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 1.0)
-    return m
 
 
 @pytest.fixture(scope="session")

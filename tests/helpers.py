@@ -1,26 +1,126 @@
-"""Shared helpers of the export tests (test_export.py, test_openvino.py, test_deploy.py, test_compile.py): the
-every-operator detector, the parity bound, and an interpreter without the plugin.
+"""Helpers the tests share: the installed console scripts, the stock-YAML sample, a subprocess runner, output
+flattening, the logger capture; and for the export tests (test_export.py, test_openvino.py, test_deploy.py,
+test_compile.py) the every-operator detector, the parity bound, and an interpreter without the plugin.
 
-The models are untrained; `yolo_attn.bench.calibrate` (photos as inputs, calibrated checkpoints, shared with
+`tests/conftest.py` holds only fixtures and hooks; it sets the sandbox's environment before this module (and so
+Ultralytics) is imported.
+
+The export models are untrained; `yolo_attn.bench.calibrate` (photos as inputs, calibrated checkpoints, shared with
 `yolo-attn-bench deploy`) makes their outputs depend on the image.
 
 Parity bound, per output block (box rows in pixels, class-score rows in [0, 1]): max|Δ| <= 1e-3 * max|y| + 1e-4.
 """
 
 import json
+import logging
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
-from conftest import logged, outputs, run
+import ultralytics.nn.tasks as tasks
 from ultralytics import YOLO
+from ultralytics.utils import LOGGER
 
+from yolo_attn import compat
 from yolo_attn.bench.calibrate import calibrated_checkpoint as make_checkpoint  # noqa: F401 (the tests' name)
 from yolo_attn.bench.calibrate import photos as images
+from yolo_attn.lookup import shipped_dir
 
+SANDBOX = Path(os.environ["YOLO_CONFIG_DIR"]).parent  # this test session's settings, data sets and runs (conftest)
 PY = sys.executable
+# The installed console scripts of this environment.
+YOLO_BIN = str(Path(PY).with_name("yolo"))
+YOLO_ATTN_BIN = str(Path(PY).with_name("yolo-attn"))
+BENCH_BIN = str(Path(PY).with_name("yolo-attn-bench"))
+CA_YAML = shipped_dir("model_yamls") / "yolov8-ca.yaml"  # the smallest shipped plugin model
+MODEL_CLASSES = {  # Ultralytics' model class for each task
+    "detect": tasks.DetectionModel,
+    "segment": tasks.SegmentationModel,
+    "pose": tasks.PoseModel,
+    "obb": tasks.OBBModel,
+    "classify": tasks.ClassificationModel,
+}
+# On a release before YOLO26 (8.3), a case naming a YOLO26 model is skipped with the reason (the two hooks below).
+HAS_YOLO26 = compat.has_yolo26()
+# The fast set's sample of the stock-YAML sweeps: the families the plugin ships YAMLs for, one per task (YOLO11's
+# pose and classify models stand in for YOLO26's before 8.4).
+STOCK_SAMPLE = {"yolov8.yaml", "yolo11.yaml", "yolo11-seg.yaml", "yolo11-obb.yaml"}
+STOCK_SAMPLE |= (
+    {"yolo26.yaml", "yolo26-pose.yaml", "yolo26-cls.yaml"} if HAS_YOLO26 else {"yolo11-pose.yaml", "yolo11-cls.yaml"}
+)
+
+
+def sampled(paths: list, sample: set) -> list:
+    """Parameters for a sweep over `paths`: those named in `sample` run in the fast set, the others only with
+    `pytest -m exhaustive`.
+
+    Args:
+        paths (list): The files the sweep covers (Path objects).
+        sample (set): File names that stay in the fast set.
+
+    Returns:
+        (list): Each path, or a pytest.param carrying the `exhaustive` marker.
+    """
+    missing = sample - {p.name for p in paths}
+    assert not missing, f"the fast sample names files that do not exist: {sorted(missing)}"
+    return [p if p.name in sample else pytest.param(p, marks=pytest.mark.exhaustive) for p in paths]
+
+
+def logged(fn) -> list:
+    """Call `fn` and return the messages Ultralytics' logger emitted meanwhile."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    LOGGER.addHandler(handler)
+    try:
+        fn()
+    finally:
+        LOGGER.removeHandler(handler)
+    return [r.getMessage() for r in records]
+
+
+def run(args: list, cwd: Path, env: dict = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a command in a fresh interpreter, failing the test with its output if it exits non-zero."""
+    proc = subprocess.run(
+        [str(a) for a in args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"{' '.join(map(str, args))} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def outputs(x) -> list:
+    """Flatten a model's (nested) output into a list of tensors."""
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, dict):
+        x = list(x.values())
+    return [t for item in (x if isinstance(x, (list, tuple)) else []) for t in outputs(item)]
+
+
+def randomise_norms(m: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every norm layer non-trivial statistics and affine parameters, so a misplaced norm shows in the output."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)):
+                mod.weight.copy_(torch.rand(mod.weight.shape, generator=g) + 0.5)
+                mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.3)
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=g) * 0.3)
+                mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 1.0)
+    return m
+
+
 IMGSZ = 160  # export size of the model tests
 # Rectangular H x W, multiples of 32 as YOLO needs at the input; at stride 32 their maps are 2x3, 5x3 and 3x2: not
 # multiples of AttnConv's pool (4) or of anything else inside the operators.

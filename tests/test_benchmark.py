@@ -7,12 +7,10 @@ The ops mode runs end to end in the fast set.
 import functools
 import json
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import run
+from helpers import BENCH_BIN, run
 from ultralytics import YOLO
 from ultralytics.utils.torch_utils import get_flops
 
@@ -26,7 +24,6 @@ from yolo_attn.cot import local_aggregate
 from yolo_attn.lookup import shipped_dir
 from yolo_attn.operators import BUILTINS
 
-BENCH_BIN = Path(sys.executable).with_name("yolo-attn-bench")  # the console script the README documents
 TINY = ["--epochs", "1", "--imgsz-train", "64", "--seeds", "1", "--imgsz-latency", "64", "--imgsz-step", "64"]
 TINY += ["--step-batch", "2", "--rounds", "1", "--runs", "1", "--warmup", "0", "--step-rounds", "1", "--step-runs", "1"]
 TINY += ["--skip-openvino"]  # suite time: an OpenVINO export per model

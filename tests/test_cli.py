@@ -2,21 +2,18 @@
 
 import re
 import site
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import YOLO_BIN, run
+from helpers import PY, YOLO_BIN, run
 from ultralytics import YOLO
 from ultralytics.data.utils import check_det_dataset
 
 import yolo_attn
 from yolo_attn import CoordAtt
 from yolo_attn.lookup import shipped_dir
-
-PY = sys.executable
 
 
 def test_startup_hook_is_installed_and_imports_neither_torch_nor_ultralytics(tmp_path):

@@ -9,8 +9,7 @@ C++ compilation on a 2-core CPU, so they carry the `exhaustive` marker (`pytest 
 
 import pytest
 import torch
-from conftest import YOLO_BIN, run
-from helpers import ALL_OPS_YAML, table_operator
+from helpers import ALL_OPS_YAML, YOLO_BIN, run, table_operator
 from ultralytics import YOLO
 from ultralytics.utils import ASSETS
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import YOLO_BIN
+from helpers import YOLO_BIN
 
 from yolo_attn.lookup import shipped_dir
 

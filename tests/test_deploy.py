@@ -21,8 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run
-from helpers import ABS, ALL_OPS_YAML, IMGSZ, REL, make_checkpoint
+from helpers import ABS, ALL_OPS_YAML, IMGSZ, REL, make_checkpoint, run
 
 from yolo_attn.bench.deploy import NO_RUNTIME_HERE
 

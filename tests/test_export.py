@@ -15,20 +15,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import YOLO_BIN, randomise_norms, run, sampled
 from helpers import (
     ABS,
     ALL_OPS_YAML,
     IMGSZ,
     OTHER_SIZES,
     REL,
+    YOLO_BIN,
     assert_close,
     export,
     images,
     inputs_for,
     make_checkpoint,
+    randomise_norms,
     reference,
+    run,
     run_isolated,
+    sampled,
     scale_n,
     table_operator,
 )

@@ -6,21 +6,17 @@ cannot import) and check that stock Ultralytics still works and a plugin YAML fa
 
 import os
 import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 import ultralytics
 import ultralytics.nn.tasks as tasks
-from conftest import run
+from helpers import CA_YAML, PY, YOLO_ATTN_BIN, YOLO_BIN, run
 from ultralytics.nn.tasks import DetectionModel
 
 from yolo_attn import compat, patches, register, unregister
 from yolo_attn.lookup import shipped_dir
-
-PY = sys.executable
-CA_YAML = shipped_dir("model_yamls") / "yolov8-ca.yaml"
 
 # The state the inventory touches, as a comparable fingerprint (identity of every bound function and attribute).
 FINGERPRINT = textwrap.dedent(
@@ -245,7 +241,7 @@ def test_broken_internals_leave_stock_ultralytics_working_and_plugin_yamls_name_
 
 
 def test_doctor_prints_versions_inventory_and_checks(tmp_path):
-    out = run([str(tasks.Path(sys.executable).with_name("yolo-attn")), "doctor"], tmp_path).stdout
+    out = run([YOLO_ATTN_BIN, "doctor"], tmp_path).stdout
     assert f"Ultralytics {ultralytics.__version__}" in out and "state: registered" in out
     for patch in patches.INVENTORY:
         assert f"[ok] {patch.name}:" in out
@@ -323,7 +319,7 @@ def test_stock_yolo_train_works_when_registration_fails(tmp_path, tiny_data):
     work.mkdir()
     (work / "ca.yaml").write_text(CA_YAML.read_text())
     env = {"PYTHONPATH": str(site)}
-    yolo = str(tasks.Path(sys.executable).with_name("yolo"))
+    yolo = YOLO_BIN
     data = shipped_dir("datasets") / tiny_data  # by path: the plugin's lookup of shipped YAMLs is off
     args = [f"data={data}", "imgsz=64", "epochs=1", "batch=8", "workers=0", "plots=False"]
     out = run([yolo, "train", "model=yolov8n.yaml", *args, f"project={tmp_path / 'runs'}"], work, env)

@@ -10,7 +10,7 @@ from copy import deepcopy
 import pytest
 import torch
 import ultralytics.nn.tasks as tasks
-from conftest import MODEL_CLASSES
+from helpers import MODEL_CLASSES
 from ultralytics.nn.tasks import guess_model_task
 
 from yolo_attn.lookup import shipped_dir

@@ -13,6 +13,7 @@ import torch
 import ultralytics.nn.tasks as tasks
 import ultralytics.utils.checks as checks
 import ultralytics.utils.plotting as plotting
+from helpers import CA_YAML
 from torch import nn
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import YAML
@@ -23,7 +24,6 @@ from yolo_attn.cot import PooledBatchNorm2d
 from yolo_attn.lookup import shipped_dir
 from yolo_attn.registry import LayerError, _n_supplied, plugin_modules
 
-CA_YAML = shipped_dir("model_yamls") / "yolov8-ca.yaml"
 LAYER = 5  # the first CoordAtt row of yolov8-ca.yaml; 64 channels at scale n
 
 

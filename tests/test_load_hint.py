@@ -11,10 +11,9 @@ import types
 
 import pytest
 import torch
-from conftest import run
+from helpers import PY, run
 from ultralytics import YOLO
 
-PY = sys.executable
 OFF = {"YOLO_ATTN_AUTOLOAD": "0"}
 SAFE_OFF = {**OFF, "ULTRALYTICS_SAFE_LOAD": "1"}
 

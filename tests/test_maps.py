@@ -2,22 +2,19 @@
 and ranges for every operator, the model left untouched, and the command writing its PNGs."""
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import randomise_norms, run
+from helpers import YOLO_ATTN_BIN, randomise_norms, run
 from torch import nn
 
 from yolo_attn.attn_conv import AttnConv
 from yolo_attn.coord_att import CoordAtt
 from yolo_attn.cot import C2f_CoT, C3k2_CoT, CoTAttention
 from yolo_attn.maps import attention_maps
-
-YOLO_ATTN_BIN = str(Path(sys.executable).with_name("yolo-attn"))
 
 
 def image(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:

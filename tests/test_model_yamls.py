@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import ultralytics
-from conftest import MODEL_CLASSES, outputs, sampled
+from helpers import MODEL_CLASSES, outputs, sampled
 from ultralytics import YOLO
 from ultralytics.nn.tasks import parse_model, yaml_model_load
 from ultralytics.utils import YAML

@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import ultralytics
-from conftest import logged
+from helpers import BENCH_BIN, YOLO_ATTN_BIN, logged
 from ultralytics import YOLO
 from ultralytics.utils import YAML
 
 from yolo_attn.yaml_checks import PLUGIN_KEYS, ULTRALYTICS_KEYS, UnknownKeyError
 
-YOLO_ATTN_BIN = str(Path(sys.executable).with_name("yolo-attn"))
-YOLO_ATTN_BENCH_BIN = str(Path(sys.executable).with_name("yolo-attn-bench"))
 FULL_YAML = """nc: 3
 {extra}backbone:
   - [-1, 1, Conv, [16, 3, 2]]
@@ -84,7 +82,7 @@ def test_expand_validates_rows_the_parser_would_reject(tmp_path):
 
 
 def test_bench_reports_a_missing_file_in_one_line(tmp_path):
-    proc = command([YOLO_ATTN_BENCH_BIN, "finetune", "--data", "no-such-data.yaml", "--out", tmp_path], tmp_path)
+    proc = command([BENCH_BIN, "finetune", "--data", "no-such-data.yaml", "--out", tmp_path], tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "yolo-attn-bench: error:" in proc.stderr and "no-such-data.yaml" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -270,7 +268,7 @@ def test_finetune_quick_preset_fills_defaults_only():
 
 @pytest.mark.long  # the quick preset as a user runs it: about 5 min on 2 idle cores, plus building synth-shapes
 def test_finetune_quick_preset_end_to_end(tmp_path):
-    proc = command([YOLO_ATTN_BENCH_BIN, "finetune", "--preset", "quick", "--out", tmp_path], tmp_path, timeout=3600)
+    proc = command([BENCH_BIN, "finetune", "--preset", "quick", "--out", tmp_path], tmp_path, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "pretraining epoch 1/5" in proc.stdout and "left)" in proc.stdout  # progress with an estimate
     assert "[1/6]" in proc.stdout and "[6/6]" in proc.stdout  # 3 models x 2 seeds, one line per run

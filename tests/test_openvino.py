@@ -19,8 +19,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import outputs, randomise_norms
-from helpers import ALL_OPS_YAML, IMGSZ, OTHER_SIZES, assert_close, export, images, reference, scale_n
+from helpers import (
+    ALL_OPS_YAML,
+    IMGSZ,
+    OTHER_SIZES,
+    assert_close,
+    export,
+    images,
+    outputs,
+    randomise_norms,
+    reference,
+    scale_n,
+)
 from torch import nn
 from ultralytics import YOLO
 from ultralytics.nn.modules import Classify

@@ -5,12 +5,11 @@ on PYTHONPATH (what pip would install, without a network): the stock `yolo` comm
 hand.
 """
 
-import sys
 import textwrap
 
 import pytest
 import torch
-from conftest import YOLO_BIN, outputs, run
+from helpers import PY, YOLO_ATTN_BIN, YOLO_BIN, outputs, run
 from torch import nn
 from ultralytics.nn.tasks import DetectionModel
 
@@ -18,7 +17,6 @@ from yolo_attn import operators, register_module
 from yolo_attn.operators import RegistrationError
 from yolo_attn.registry import LayerError
 
-PY = sys.executable
 SE_SOURCE = textwrap.dedent(
     """
     from torch import nn
@@ -186,7 +184,7 @@ def test_a_broken_entry_point_fails_only_the_yaml_naming_it(tmp_path):
     ]
     error = next(line for line in lines if line.startswith("error broken.yaml"))
     assert "module Broken from se-pkg 0.1 (entry point)" in error and "No module named 'no_such_pkg'" in error
-    modules = run([str(sys.modules["conftest"].Path(PY).with_name("yolo-attn")), "modules"], tmp_path, env).stdout
+    modules = run([YOLO_ATTN_BIN, "modules"], tmp_path, env).stdout
     assert "SEBlock" in modules and "se-pkg 0.1 (entry point)" in modules and "no_such_pkg" in modules
 
 

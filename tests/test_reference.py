@@ -1,13 +1,12 @@
 """Insertion by reference: `base:`/`insert:`/`replace:` YAMLs expand into correctly wired Ultralytics YAML for every
 stock model and task, errors name the entry, and the `yolo-attn expand` command prints what the parser builds."""
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import ultralytics
-from conftest import MODEL_CLASSES, STOCK_SAMPLE, outputs, run, sampled
+from helpers import MODEL_CLASSES, STOCK_SAMPLE, YOLO_ATTN_BIN, outputs, run, sampled
 from ultralytics import YOLO
 from ultralytics.nn import tasks
 from ultralytics.utils import YAML
@@ -190,7 +189,7 @@ def test_nested_reference_composes_the_layer_map(tmp_path):
 
 
 def test_expand_command_writes_a_yaml_that_builds_the_same_model(tmp_path):
-    yolo_attn_bin = Path(sys.executable).with_name("yolo-attn")  # the installed console script
+    yolo_attn_bin = YOLO_ATTN_BIN
     out = tmp_path / "yolo26-seg-expanded.yaml"
     run([yolo_attn_bin, "expand", "yolo26n-seg-cot.yaml", "-o", out], cwd=tmp_path)
     text = out.read_text()

@@ -7,17 +7,15 @@ import pytest
 import torch
 import ultralytics
 import ultralytics.nn.tasks as tasks
-from conftest import STOCK_SAMPLE, logged, outputs, sampled
+from helpers import CA_YAML, STOCK_SAMPLE, logged, outputs, sampled
 from ultralytics import YOLO
 from ultralytics.nn.tasks import ClassificationModel, DetectionModel, OBBModel, PoseModel, SegmentationModel
 from ultralytics.utils import YAML
 
 from yolo_attn import CoordAtt, register, unregister
-from yolo_attn.lookup import shipped_dir
 from yolo_attn.registry import LayerError
 
 STOCK_YAMLS = sorted((Path(ultralytics.__file__).parent / "cfg" / "models").rglob("*.yaml"))
-CA_YAML = shipped_dir("model_yamls") / "yolov8-ca.yaml"
 
 
 def _build_and_run(path: Path):

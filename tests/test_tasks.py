@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import YOLO_BIN, run
+from helpers import YOLO_BIN, run
 from ultralytics import YOLO
 from ultralytics.data.utils import check_cls_dataset, check_det_dataset
 from ultralytics.nn.tasks import DetectionModel

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
-from conftest import SANDBOX, YOLO_BIN, logged, outputs, randomise_norms, run
+from helpers import SANDBOX, YOLO_BIN, logged, outputs, randomise_norms, run
 from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
 

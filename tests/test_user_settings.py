@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 
-from conftest import YOLO_BIN
+from helpers import YOLO_BIN
 
 
 def test_runs_in_working_dir_data_in_datasets_dir_settings_untouched(tmp_path):
