@@ -1,5 +1,7 @@
 """Attention maps (`yolo_attn.attention_maps`, `yolo-attn maps`): known answers from the operators' equations, shapes
-and ranges for every operator, the model left untouched, and the command writing its PNGs."""
+and ranges for every operator, the model left untouched, what the pictures are drawn from (raw ranges, contrast, the
+flat flag, per-panel and shared colour scales), the checkpoint's training imgsz as the default, and the command
+writing its PNGs."""
 
 import shutil
 from pathlib import Path
@@ -8,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import YOLO_ATTN_BIN, randomise_norms, run
+from helpers import CA_YAML, YOLO_ATTN_BIN, randomise_norms, run
 from torch import nn
 
 from yolo_attn.attn_conv import AttnConv
 from yolo_attn.coord_att import CoordAtt
 from yolo_attn.cot import C2f_CoT, C3k2_CoT, CoTAttention
-from yolo_attn.maps import attention_maps
+from yolo_attn.maps import FLAT_CONTRAST, attention_maps, colour_scales, default_imgsz, load_model, save_figure
 
 
 def image(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
@@ -112,6 +114,90 @@ def test_attn_conv_without_local_branch_shows_global_attention_received():
     cells = m.raw[::4, ::4]  # one value per pooled cell, spread over its 4x4 pixels
     assert cells.sum() == pytest.approx(16 * 16 * 1.0, rel=1e-4)  # every query's softmax sums to 1
     np.testing.assert_array_equal(m.raw, np.kron(cells, np.ones((4, 4), np.float32)))
+
+
+def test_attn_conv_global_map_uses_the_layers_own_key_grid_under_max_key_grid():
+    """With max_key_grid the layer pools its keys with a wider stride than pool_size at large inputs; the map shows
+    the cells the layer attended to. 85x65 features, pool 4, max_key_grid 4: strides (22, 17), a 4x4 key grid (the
+    pool-size computation gave a 22x17 grid of 4x4 cells). Checked against a reference written from the equations and
+    against the layer: its attention weights are the ones its forward applies to the values."""
+    torch.manual_seed(7)
+    layer = randomise_norms(AttnConv(16, 16, global_ratio=1.0, pool_size=4, max_key_grid=4)).eval()
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), layer)
+    x = torch.rand(1, 3, 170, 130)
+    (m,) = attention_maps(net, x)
+    group = layer.global_group
+    with torch.no_grad():
+        t = layer.norm(net[0](x))
+        assert t.shape[2:] == (85, 65) and group.key_stride(85, 65) == (22, 17)
+        pooled = torch.nn.functional.avg_pool2d(t, (22, 17), (22, 17), ceil_mode=True, count_include_pad=False)
+        q = group.q(t).reshape(1, group.heads, group.head_dim, -1).transpose(-1, -2)
+        k = group.kv(pooled)[:, : group.heads * group.head_dim].reshape(1, group.heads, group.head_dim, -1)
+        received = torch.softmax((q * group.scale) @ k, -1).sum(2).mean(1).reshape(4, 4).numpy()
+        weights, grid = group.attention_weights(t)
+        _, _, v, _ = group.queries_keys_values(t)
+        own = (weights @ v).transpose(-1, -2).reshape(1, -1, 85, 65)
+        torch.testing.assert_close(own, group(t), rtol=1e-5, atol=1e-6)  # the weights forward uses
+    assert grid == (4, 4) and received.sum() == pytest.approx(85 * 65, rel=1e-4)
+    ref = np.kron(received, np.ones((22, 17), np.float32))[:85, :65]  # each cell spread over its pixels, edges cut
+    np.testing.assert_allclose(m.raw, ref, rtol=1e-5, atol=1e-6)
+
+
+class Ramp(nn.Module):
+    """A layer that changes nothing and supplies its own map: `level` plus `step` times a horizontal ramp in [0, 1]."""
+
+    def __init__(self, level: float, step: float):
+        super().__init__()
+        self.level, self.step = level, step
+
+    def forward(self, x):
+        return x
+
+    def attention_map(self, x, y):
+        ramp = torch.linspace(0, 1, x.shape[3]).expand(x.shape[0], x.shape[2], -1)
+        return self.level + self.step * ramp
+
+
+def ramp_maps(shared: bool = False) -> tuple:
+    """Maps of three Ramp layers (near-flat 1 + 0.001 r, 20 % contrast, a wide 0-5 range) and their colour scales."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), Ramp(1.0, 1e-3), Ramp(0.8, 0.2), Ramp(0.0, 5.0))
+    maps = attention_maps(net, torch.rand(1, 3, 32, 48), include=[1, 2, 3])
+    return maps, colour_scales(maps, shared)
+
+
+def test_maps_carry_their_raw_range_contrast_and_flat_flag():
+    """Every map carries what its colour bar and title show: the raw min-max over the image, the relative contrast
+    (max − min) / max(|min|, |max|) and the flat flag (contrast below 5 %); a real operator's map too."""
+    assert FLAT_CONTRAST == 0.05
+    (flat, tilted, wide), _ = ramp_maps()
+    assert flat.range == pytest.approx((1.0, 1.001)) and flat.contrast == pytest.approx(1e-3 / 1.001, rel=1e-3)
+    assert flat.flat and not flat.uniform and flat.map.max() == pytest.approx(1)  # stretched, but flagged
+    assert tilted.range == pytest.approx((0.8, 1.0)) and tilted.contrast == pytest.approx(0.2) and not tilted.flat
+    assert wide.range == pytest.approx((0.0, 5.0)) and wide.contrast == pytest.approx(1.0) and not wide.flat
+    _, m, _ = _mapped(CoTAttention, (40, 56), seed=2)
+    lo, hi = float(m.raw.min()), float(m.raw.max())  # bilinear resizing stays inside the raw values
+    assert lo - 1e-6 <= m.range[0] < m.range[1] <= hi + 1e-6
+    assert m.contrast == pytest.approx((m.range[1] - m.range[0]) / max(map(abs, m.range)))
+    assert m.flat == (m.contrast < FLAT_CONTRAST)
+
+
+def test_flat_map_is_drawn_on_a_scale_widened_to_the_threshold():
+    """Per panel, a map spans its own range, except a near-constant one: its scale is widened about its middle to 5 %
+    of its magnitude, so its colours span only contrast / 5 % of the bar (here 2 %)."""
+    maps, scales = ramp_maps()
+    (vmin, vmax), tilted, wide = scales
+    assert vmin < 1.0 and 1.001 < vmax and (vmin + vmax) / 2 == pytest.approx(1.0005)
+    assert (vmax - vmin) == pytest.approx(FLAT_CONTRAST * 1.001, rel=1e-3)
+    assert tilted == pytest.approx((0.8, 1.0)) and wide == pytest.approx((0.0, 5.0))
+
+
+def test_shared_scale_gives_every_panel_one_absolute_scale(tmp_path):
+    """shared_scale: every panel from the lowest minimum to the highest maximum of all maps; the figure is written."""
+    maps, scales = ramp_maps(shared=True)
+    assert scales == [pytest.approx((0.0, 5.0))] * 3
+    for shared in (False, True):
+        path = save_figure(maps, image(32, 48), tmp_path / f"shared-{shared}.png", "ramps", shared_scale=shared)
+        assert path.stat().st_size > 1000
 
 
 @pytest.mark.parametrize("cls", [CoordAtt, CoTAttention, AttnConv])
@@ -216,6 +302,22 @@ def test_by_reference_yolo_model_maps_and_model_unchanged(tmp_path):
         np.testing.assert_array_equal(a.map, b.map)
 
 
+def test_imgsz_defaults_to_the_checkpoints_training_size(tmp_path):
+    """A checkpoint trained at imgsz 96 is drawn at 96 unless told otherwise; a model YAML keeps 640."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(CA_YAML).replace("yolov8-", "yolov8n-"))
+    assert default_imgsz(model.model) == 640
+    model.ckpt = {"train_args": {"imgsz": 96}}  # what a training run records; model.save keeps it
+    model.save(tmp_path / "trained96.pt")
+    net = load_model(tmp_path / "trained96.pt")
+    assert default_imgsz(net) == 96
+    at_default, at_96, at_640 = (attention_maps(net, image(60, 100), imgsz=size)[0] for size in (None, 96, 640))
+    assert at_default.feature_size == at_96.feature_size == (8, 12) != at_640.feature_size  # CoordAtt at P3
+    np.testing.assert_array_equal(at_default.raw, at_96.raw)
+    assert default_imgsz(nn.Conv2d(3, 8, 1)) == 640  # a bare module: nothing recorded
+
+
 def test_letterbox_padding_is_cut_off():
     """A wide image is padded top and bottom; the map covers only the image: a row-peaked raw map keeps its row."""
     net = nn.Sequential(nn.Conv2d(3, 8, 1), CoordAtt(8, 8))
@@ -229,7 +331,8 @@ def test_letterbox_padding_is_cut_off():
 
 def test_cli_writes_one_png_per_image(tmp_path, tiny_data, monkeypatch, capsys):
     """From an empty directory `yolo-attn maps source=DIR model=YAML` writes a PNG per image into runs/maps/maps, and
-    says so; a second run (in-process, with --model/--source) writes into a new run folder."""
+    says so (with the imgsz used); a second run (in-process, with --model/--source/--shared-scale) writes into a new run
+    folder."""
     from ultralytics.utils import DATASETS_DIR
 
     from yolo_attn.cli import main
@@ -244,11 +347,11 @@ def test_cli_writes_one_png_per_image(tmp_path, tiny_data, monkeypatch, capsys):
     cwd.mkdir()
     proc = run([YOLO_ATTN_BIN, "maps", f"source={src}", "model=yolov8n-ca.yaml", "imgsz=128"], cwd=cwd)
     out = cwd / "runs" / "maps" / "maps"
-    assert proc.stdout.strip().endswith(f"saved to {Path('runs', 'maps', 'maps')}")
+    assert proc.stdout.strip().endswith(f"saved to {Path('runs', 'maps', 'maps')}") and "at imgsz 128" in proc.stdout
     assert len(images) == 2 and sorted(p.stem for p in out.iterdir()) == [p.stem for p in images]
     # Numbered as Ultralytics numbers its runs (maps-2 in 8.4, maps2 before).
     monkeypatch.chdir(cwd)
-    main(["maps", "--model", "yolov8n-ca.yaml", "--source", str(images[0]), "imgsz=64"])
+    main(["maps", "--model", "yolov8n-ca.yaml", "--source", str(images[0]), "imgsz=64", "--shared-scale"])
     second = cwd / capsys.readouterr().out.strip().splitlines()[-1].rsplit(" saved to ", 1)[1]
     assert second.parent == out.parent and second != out
     assert (second / f"{images[0].stem}.png").stat().st_size > 1000

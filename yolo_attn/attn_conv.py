@@ -114,9 +114,22 @@ class _GlobalGroup(nn.Module):
         self.q = nn.Conv2d(c, heads * head_dim, 1)
         self.kv = nn.Conv2d(c, 2 * heads * head_dim, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def key_stride(self, h: int, w: int) -> int | tuple[int, int]:
+        """Pooling window and stride of the keys for an (h, w) input: `pool_size`, widened by `max_key_grid`."""
+        s = self.pool_size
+        m = getattr(self, "max_key_grid", 0)  # modules pickled before the option existed have no attribute
+        if m:  # the stride follows the input size; an export records the one of its traced size
+            s = (max(s, -(-h // m)), max(s, -(-w // m)))
+        return s
+
+    def queries_keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple]:
+        """Project `x` (B, C, H, W) to queries and pooled keys and values, as `forward` attends with them.
+
+        Returns:
+            (tuple): q (B, g, H·W, d), k and v (B, g, h'·w', d), and the key grid (h', w').
+        """
         b, _, h, w = x.shape
-        g, d, s = self.heads, self.head_dim, self.pool_size
+        g, d = self.heads, self.head_dim
         # Positions first, then heads: (B, g·d, H, W) -> (B, H·W, g, d) -> (B, g, H·W, d). The direct route, a
         # transpose of (B, g, d, H·W), is the same tensor, but Paddle Inference's oneDNN passes fuse that
         # reshape-transpose-matmul chain wrongly (max error 0.05-0.15 on one layer); this order they leave alone.
@@ -124,17 +137,29 @@ class _GlobalGroup(nn.Module):
         # The official AvgPool2d(s, s) needs H and W divisible by s. ceil_mode keeps the partial windows at the
         # bottom/right edge; with no padding each of them is averaged over its valid pixels only, so 1x1 or 13x9 maps
         # work and divisible sizes give exactly the official result. Exports as a single ONNX AveragePool.
-        m = getattr(self, "max_key_grid", 0)  # modules pickled before the option existed have no attribute
-        if m:  # the stride follows the input size; an export records the one of its traced size
-            s = (max(s, -(-h // m)), max(s, -(-w // m)))
+        s = self.key_stride(h, w)
         pooled = _avg_pool_valid(x, s) if s != 1 else x  # (B, C, ceil(H / s), ceil(W / s))
         # Channel layout of the K/V conv is (2, g, d), as in the official code; sliced, not unbound from a 5-D view,
         # so every converter reads it (x2paddle has no `unbind`, ncnn no 5-D tensors).
         kv = self.kv(pooled)  # (B, 2·g·d, h', w')
         k = kv[:, : g * d].reshape(b, g, d, -1).transpose(-1, -2)  # (B, g, h'·w', d)
         v = kv[:, g * d :].reshape(b, g, d, -1).transpose(-1, -2)  # (B, g, h'·w', d)
+        return q, k, v, tuple(pooled.shape[2:])
+
+    def attention_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """The softmax weights `forward` applies to the values for input `x` (B, C, H, W), for inspection (maps).
+
+        Returns:
+            (tuple): weights (B, g, H·W, h'·w'), each query's row summing to 1, and the key grid (h', w').
+        """
+        q, k, _, grid = self.queries_keys_values(x)
+        return _attention_weights(q, k, self.scale), grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        q, k, v, _ = self.queries_keys_values(x)
         out = _attention(q, k, v, self.scale)  # (B, g, H·W, d)
-        return out.transpose(-1, -2).reshape(b, g * d, h, w)
+        return out.transpose(-1, -2).reshape(b, self.heads * self.head_dim, h, w)
 
 
 def _avg_pool_valid(x: torch.Tensor, s: int | tuple[int, int]) -> torch.Tensor:
@@ -173,7 +198,12 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) 
     if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()) and q.shape[-2] * k.shape[-2] >= 2**15:
         # The fused kernel needs unit stride along d; otherwise PyTorch falls back to a slower unfused path.
         return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(), scale=scale)
-    return torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1) @ v
+    return _attention_weights(q, k, scale) @ v
+
+
+def _attention_weights(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """Return softmax(q kᵀ · scale) over the keys (last axis): (..., N, d), (..., M, d) -> (..., N, M)."""
+    return torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1)
 
 
 class _ConvFFN(LayerScaled):

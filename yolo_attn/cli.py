@@ -50,20 +50,32 @@ def _flow(value: object) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
 
 
-def maps(args: list) -> list:
-    """`yolo-attn maps source=IMG_OR_DIR model=CKPT_OR_YAML [imgsz=640 project=runs/maps name=maps include=...]`.
+MAPS_HELP = (
+    "each panel has a colour bar in the map's raw units; a map whose relative contrast (max-min)/max(|min|,|max|) is "
+    "below {flat:.0%} is titled FLAT and drawn on a scale widened to that contrast; shared_scale=true (--shared-scale) "
+    "puts all panels of an image on one absolute scale; imgsz defaults to the checkpoint's training imgsz (640 for a "
+    "model YAML)"
+)
 
-    Writes one PNG per image (the image and a heatmap panel per attention layer) into an Ultralytics-style run folder
-    (`runs/maps/maps`, then `maps-2`, ... as Ultralytics numbers runs, under the current directory) and returns the
-    written paths. `include=C2PSA,9` also draws those layers (by class name or index) with the generic map.
+
+def maps(args: list) -> list:
+    """`yolo-attn maps source=IMG_OR_DIR model=CKPT_OR_YAML [imgsz= project= name= exist_ok= include= shared_scale=]`.
+
+    Writes one PNG per image (the image and a heatmap panel with a colour bar per attention layer) into an
+    Ultralytics-style run folder (`runs/maps/maps`, then `maps-2`, ... as Ultralytics numbers runs, under the current
+    directory) and returns the written paths. `imgsz` defaults to the checkpoint's training size (640 for a model
+    YAML); `include=C2PSA,9` also draws those layers (by class name or index) with the generic map;
+    `shared_scale=true` draws all panels of an image on one absolute colour scale.
     """
     from ultralytics.data.utils import IMG_FORMATS
     from ultralytics.utils.files import increment_path
     from ultralytics.utils.patches import imread
 
-    from yolo_attn.maps import attention_maps, load_model, save_figure
+    from yolo_attn.maps import attention_maps, default_imgsz, load_model, save_figure
 
-    allowed = dict(source="", model="", imgsz="640", project="runs/maps", name="maps", exist_ok="", include="")
+    allowed = dict(
+        source="", model="", imgsz="", project="runs/maps", name="maps", exist_ok="", include="", shared_scale=""
+    )
     opts = dict(allowed)
     for token in args:
         key, sep, value = token.lstrip("-").partition("=")
@@ -76,19 +88,26 @@ def maps(args: list) -> list:
     images = sorted(p for p in source.iterdir() if p.suffix[1:].lower() in IMG_FORMATS) if source.is_dir() else [source]
     if not images or not images[0].exists():
         raise SystemExit(f"yolo-attn maps: no image found at {source}")
-    exist_ok = opts["exist_ok"].lower() in ("1", "true", "yes")
+    exist_ok, shared = (opts[k].lower() in ("1", "true", "yes") for k in ("exist_ok", "shared_scale"))
     out = increment_path(Path(opts["project"]) / opts["name"], exist_ok=exist_ok)
     include = [int(v) if v.isdigit() else v for v in opts["include"].split(",") if v]
-    model, imgsz = load_model(opts["model"]), int(opts["imgsz"])
+    model = load_model(opts["model"])
+    imgsz = int(opts["imgsz"]) if opts["imgsz"] else default_imgsz(model)
     written = []
     for image in images:
         found = attention_maps(model, image, imgsz=imgsz, include=include)
         if not found:
             raise SystemExit(f"yolo-attn maps: {opts['model']} has no attention layer to draw")
         out.mkdir(parents=True, exist_ok=True)
-        written.append(save_figure(found, imread(str(image)), out / f"{image.stem}.png", title=image.name))
+        title = f"{image.name}, imgsz {imgsz}"
+        written.append(save_figure(found, imread(str(image)), out / f"{image.stem}.png", title, shared_scale=shared))
     n = len(written)
-    print(f"{len(found)} attention layers drawn on {n} image{'s' * (n != 1)}, {n} PNG{'s' * (n != 1)} saved to {out}")
+    flat = sorted({f"{m.index} {m.name}" for m in found if m.flat})  # of the last image, as a hint to read the PNGs
+    print(
+        f"{len(found)} attention layers drawn on {n} image{'s' * (n != 1)} at imgsz {imgsz}"
+        + (f" ({len(flat)} flat on {image.name}: {', '.join(flat)})" if flat else "")
+        + f", {n} PNG{'s' * (n != 1)} saved to {out}"
+    )
     return written
 
 
@@ -126,20 +145,36 @@ def main(argv: list | None = None) -> int:
 
 
 def _main(argv: list) -> None:
-    parser = argparse.ArgumentParser(prog="yolo-attn", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="yolo-attn",
+        description="The yolo_attn plugin's own commands: expand a model YAML as Ultralytics builds it, draw attention "
+        "maps, check the installation (doctor) and list the modules a model YAML may name. Training, validation, "
+        "prediction and export stay Ultralytics' `yolo` command, with the plugin active.",
+    )
     parser.add_argument(FLAGS[0], FLAGS[1], action="store_true", help=HELP)  # read by run_command
     commands = parser.add_subparsers(dest="command", required=True)
     expand = commands.add_parser("expand", help="print (or write) a model YAML expanded as Ultralytics builds it")
     expand.add_argument("model", help="model YAML name or path, e.g. yolo26n-cot.yaml")
     expand.add_argument("-o", "--out", help="write the YAML to this file instead of printing it")
+    from yolo_attn.maps import FLAT_CONTRAST
+
     draw = commands.add_parser(
-        "maps", help="draw each attention layer's map over images: source=IMG_OR_DIR model=CKPT_OR_YAML [imgsz= ...]"
+        "maps",
+        help="draw each attention layer's map over images: source=IMG_OR_DIR model=CKPT_OR_YAML [imgsz= ...]",
+        description="Draw each attention layer's map over images (docs/maps.md): "
+        + MAPS_HELP.format(flat=FLAT_CONTRAST),
     )
     draw.add_argument(
-        "args", nargs="*", help="source=, model=, imgsz=640, project=runs/maps, name=maps, exist_ok=, include=C2PSA,9"
+        "args",
+        nargs="*",
+        help="source=, model=, imgsz= (default: the checkpoint's training imgsz, 640 for a YAML), project=runs/maps, "
+        "name=maps, exist_ok=, include=C2PSA,9, shared_scale=",
     )
     draw.add_argument("--source", help="image or folder (same as source=)")
     draw.add_argument("--model", help="checkpoint or model YAML (same as model=)")
+    draw.add_argument(
+        "--shared-scale", action="store_true", help="one absolute colour scale for all panels (as shared_scale=true)"
+    )
     commands.add_parser("doctor", help="print versions, registration state, the patch inventory and its checks")
     commands.add_parser("modules", help="list the modules model YAMLs may name (built-in, registered, entry points)")
     args = parser.parse_args(argv)
@@ -147,7 +182,8 @@ def _main(argv: list) -> None:
         print(doctor() if args.command == "doctor" else modules_table())
         return
     if args.command == "maps":
-        maps([*args.args, *(f"{k}={v}" for k in ("source", "model") if (v := getattr(args, k)))])
+        extra = [f"{k}={v}" for k in ("source", "model") if (v := getattr(args, k))]
+        maps([*args.args, *extra, *(["shared_scale=true"] if args.shared_scale else [])])
         return
     text = expanded_yaml(args.model)
     if args.out:

@@ -11,14 +11,18 @@ original image's resolution with values in [0, 1]. What a map means follows each
   split-attention fusion, contributes.
 - AttnConv: the context-aware weights of the local branch, mean over channels of |tanh(...)| (how strongly each
   position's values pass), times mean |γ| with LayerScale; a layer without a local branch (global_ratio 1) shows the
-  global attention each pooled key cell receives, summed over queries and averaged over heads.
+  global attention each key cell receives, summed over queries and averaged over heads, from the softmax weights
+  the layer's own global branch computes (`attention_weights`, so `max_key_grid`'s wider stride is honoured).
 - any other module in the plugin's operator table (a registered third-party operator): the relative change it makes
   to its input per position, ||y − x|| / ||x|| over channels, or ||y|| where the shapes differ; a module that defines
   `attention_map(x, y) -> (B, H, W) tensor` supplies its own.
 
 Every map is brought to the letterboxed input size, the letterbox padding is cut off, the result is resized to the
 original image and min-max normalised; a map with no contrast (an identity-start layer) becomes all zeros and is
-flagged `uniform`.
+flagged `uniform`. Each map also carries its raw range and relative contrast (max − min) / max(|min|, |max|); below
+`FLAT_CONTRAST` (5 %) it is flagged `flat`, and `save_figure` says so, draws it on a colour scale widened to that
+contrast (so it looks as flat as it is) and gives every panel a colour bar in the map's raw units, per panel or on
+one scale shared by all panels.
 """
 
 from __future__ import annotations
@@ -37,9 +41,21 @@ from yolo_attn.attn_conv import AttnConv
 from yolo_attn.coord_att import CoordAtt
 from yolo_attn.cot import RADIX, CoTAttention
 
-__all__ = ("AttentionMap", "attention_maps", "load_model", "preprocess", "save_figure")
+__all__ = (
+    "FLAT_CONTRAST",
+    "AttentionMap",
+    "attention_maps",
+    "colour_scales",
+    "default_imgsz",
+    "load_model",
+    "preprocess",
+    "save_figure",
+)
 
 OURS = (CoordAtt, CoTAttention, AttnConv)  # operators with a map defined from their equations
+# Relative contrast below which a map is called flat: a CoordAtt map spanning 0.2397-0.2410 (0.5 %) re-weights its
+# input by at most half a percent, which min-max stretching would paint as strong attention.
+FLAT_CONTRAST = 0.05
 
 
 @dataclass
@@ -55,6 +71,9 @@ class AttentionMap:
         raw (np.ndarray): (h, w) float32, the unnormalised map at feature resolution (letterbox padding included).
         uniform (bool): The raw map has no contrast (e.g. an identity-start layer); `map` is then all zeros.
         range (tuple[float, float]): (min, max) of the raw map over the image, what 0 and 1 of `map` stand for.
+        contrast (float): Relative contrast (max − min) / max(|min|, |max|) of the map over the image (0 if all 0).
+        flat (bool): `contrast` is below `FLAT_CONTRAST` (5 %): the layer treats the image almost uniformly, however
+            much `map` (stretched to [0, 1]) varies.
     """
 
     index: int
@@ -64,6 +83,8 @@ class AttentionMap:
     raw: np.ndarray
     uniform: bool
     range: tuple
+    contrast: float = 0.0
+    flat: bool = False
 
     @property
     def key(self) -> tuple:
@@ -140,15 +161,17 @@ def _probe_attn_conv(m: AttnConv, hooks: list) -> Callable:
 
 
 def _global_attention_received(group: nn.Module, t: torch.Tensor) -> torch.Tensor:
-    """Attention each pooled key cell receives from all queries, mean over heads, spread over its pixels: (B, H, W)."""
+    """Attention each key cell receives from all queries, mean over heads, spread over its pixels: (B, H, W).
+
+    The weights and the key stride are the global branch's own (`attention_weights`, `key_stride`), so the cells are
+    the ones the layer attended to, `max_key_grid` included.
+    """
     b, _, h, w = t.shape
-    g, d, s = group.heads, group.head_dim, group.pool_size
-    q = group.q(t).reshape(b, g, d, -1).transpose(-1, -2)  # (B, g, HW, d)
-    pooled = F.avg_pool2d(t, s, s, ceil_mode=True, count_include_pad=False) if s > 1 else t
-    k = group.kv(pooled).reshape(b, 2, g, d, -1)[:, 0].transpose(-1, -2)  # (B, g, h'w', d)
-    received = torch.softmax((q * group.scale) @ k.transpose(-1, -2), -1).sum(2).mean(1)  # (B, h'w')
-    grid = received.reshape(b, 1, *pooled.shape[2:])
-    return F.interpolate(grid, scale_factor=s, mode="nearest")[:, 0, :h, :w]
+    weights, grid = group.attention_weights(t)  # (B, g, HW, h'w'), (h', w')
+    received = weights.sum(2).mean(1).reshape(b, *grid)  # (B, h', w')
+    s = group.key_stride(h, w)
+    sh, sw = (s, s) if isinstance(s, int) else s
+    return received.repeat_interleave(sh, 1).repeat_interleave(sw, 2)[:, :h, :w]  # partial edge cells cut off
 
 
 def _probe_generic(m: nn.Module, hooks: list) -> Callable:
@@ -187,7 +210,7 @@ def _type_name(layer: nn.Module) -> str:
 
 def _registered_names() -> set:
     """YAML names of every operator in the plugin's table (built-in and registered third-party rows)."""
-    from yolo_attn.registry import plugin_modules
+    from yolo_attn.operators import plugin_modules
 
     return set(plugin_modules())
 
@@ -294,6 +317,12 @@ def _normalise(m: np.ndarray) -> tuple:
     return (m - lo) / (hi - lo), False
 
 
+def _contrast(lo: float, hi: float) -> float:
+    """Relative contrast (hi − lo) / max(|lo|, |hi|) of a range; 0 for an all-zero map."""
+    scale = max(abs(lo), abs(hi))
+    return (hi - lo) / scale if scale > 1e-30 else 0.0
+
+
 def _stride(model: nn.Module) -> int:
     """The model's largest stride, at least 32 (what Ultralytics' predictor pads to)."""
     s = getattr(model, "stride", None)
@@ -303,8 +332,21 @@ def _stride(model: nn.Module) -> int:
 # ------------------------------------------------------------------------------------------------------ public API
 
 
+def default_imgsz(model: nn.Module) -> int:
+    """The image size a model was trained at: its checkpoint's `train_args` imgsz, else 640 (a model YAML's default).
+
+    Ultralytics attaches the checkpoint's training arguments to the network as `args` (a dict; during training a
+    namespace); a model built from a YAML carries the default 640 there, a bare `nn.Module` nothing.
+    """
+    args = getattr(model, "args", None)
+    imgsz = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
+    if isinstance(imgsz, (list, tuple)) and imgsz:  # imgsz=[h, w]: the longest side, as the letterbox takes it
+        imgsz = max(imgsz)
+    return int(imgsz) if isinstance(imgsz, (int, float)) and imgsz > 0 else 640
+
+
 def attention_maps(
-    model, source, imgsz: int = 640, include: Iterable[int | str] = (), original_size: bool = True
+    model, source, imgsz: int | None = None, include: Iterable[int | str] = (), original_size: bool = True
 ) -> list:
     """Return the attention map of every attention layer of `model` for one image.
 
@@ -315,7 +357,8 @@ def attention_maps(
         model: A YOLO object, an `nn.Module` (e.g. `YOLO(...).model`) or a checkpoint / model YAML path.
         source: An image path, an HxWx3 uint8 BGR array (as `cv2.imread` gives), or an RGB float tensor in [0, 1] of
             shape (3, H, W) or (1, 3, H, W) with H, W multiples of the model's stride (used as it is).
-        imgsz (int): Longest side of the letterboxed input, as Ultralytics' `imgsz` for predict.
+        imgsz (int | None): Longest side of the letterboxed input, as Ultralytics' `imgsz` for predict; None takes
+            the size the checkpoint was trained at (`default_imgsz`: 640 for a model built from a YAML).
         include (Iterable[int | str]): Further layers to draw with the generic map, by index or by class name (e.g.
             "C2PSA"); the plugin's operators and every operator in its table are drawn anyway.
         original_size (bool): Maps at the original image size (True) or at the letterboxed image without padding.
@@ -326,7 +369,7 @@ def attention_maps(
     net = load_model(model)
     p = next(net.parameters(), None)
     device, dtype = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
-    x, image, crop = preprocess(source, imgsz, _stride(net))
+    x, image, crop = preprocess(source, imgsz or default_imgsz(net), _stride(net))
     out_size = image.shape[:2] if (image is not None and original_size) else None
 
     hooks: list = []
@@ -347,13 +390,57 @@ def attention_maps(
     for i, name, raw in raws:
         full = _to_image(raw, x.shape[2:], crop, out_size)
         norm, flat = _normalise(full)
-        span = (float(full.min()), float(full.max()))
-        maps.append(AttentionMap(i, name, tuple(raw.shape), norm, raw.cpu().numpy(), flat, span))
+        lo, hi = float(full.min()), float(full.max())
+        contrast = _contrast(lo, hi)
+        maps.append(
+            AttentionMap(
+                i, name, tuple(raw.shape), norm, raw.cpu().numpy(), flat, (lo, hi), contrast, contrast < FLAT_CONTRAST
+            )
+        )
     return maps
 
 
-def save_figure(maps: list, image: np.ndarray, path: str | Path, title: str = "", panel: float = 2.6) -> Path:
-    """Draw the image and one heatmap overlay per map into a PNG, without touching matplotlib's global backend.
+def colour_scales(maps: list, shared: bool = False) -> list:
+    """The raw values the colour map's ends stand for in each panel: (vmin, vmax) per map.
+
+    Per panel (default) a map spans its own range, except a flat one (`AttentionMap.flat`), whose scale is widened
+    about its middle to `FLAT_CONTRAST` of its magnitude, so its colours vary no more than the layer's effect does.
+    With `shared` every panel gets one absolute scale, from the lowest minimum to the highest maximum of all maps
+    (values of different operators are then compared as numbers, whatever they measure).
+
+    Args:
+        maps (list[AttentionMap]): The maps to draw.
+        shared (bool): One scale across all panels.
+
+    Returns:
+        (list[tuple[float, float]]): (vmin, vmax) per map, vmin < vmax.
+    """
+    if shared and maps:
+        lo, hi = min(m.range[0] for m in maps), max(m.range[1] for m in maps)
+        return [_widened(lo, hi, 1e-6)] * len(maps)
+    return [_widened(*m.range, FLAT_CONTRAST if m.flat else 1e-6) for m in maps]
+
+
+def _widened(lo: float, hi: float, contrast: float) -> tuple:
+    """(lo, hi) widened about its middle to at least `contrast` of its magnitude (and never empty)."""
+    span = max(hi - lo, contrast * max(abs(lo), abs(hi)), 1e-12)
+    mid = (lo + hi) / 2
+    return (mid - span / 2, mid + span / 2) if span > hi - lo else (lo, hi)
+
+
+def save_figure(
+    maps: list,
+    image: np.ndarray,
+    path: str | Path,
+    title: str = "",
+    panel: float = 2.6,
+    shared_scale: bool = False,
+) -> Path:
+    """Draw the image and one heatmap overlay per map, each with a colour bar in the map's raw units, into a PNG.
+
+    Each panel is titled `index module h×w`, then the map's raw min–max and relative contrast, with `FLAT` when the
+    contrast is below `FLAT_CONTRAST`; its colour bar marks the map's min and max (the scales are `colour_scales`).
+    matplotlib's global backend is left alone.
 
     Args:
         maps (list[AttentionMap]): Maps at the image's resolution (as `attention_maps` returns them).
@@ -361,6 +448,7 @@ def save_figure(maps: list, image: np.ndarray, path: str | Path, title: str = ""
         path (str | Path): PNG to write.
         title (str): Figure title (e.g. the image name).
         panel (float): Panel size in inches.
+        shared_scale (bool): One absolute colour scale across all panels instead of one per panel.
 
     Returns:
         (Path): The written file.
@@ -373,21 +461,36 @@ def save_figure(maps: list, image: np.ndarray, path: str | Path, title: str = ""
     cols = min(n, 4)
     rows = math.ceil(n / cols)
     aspect = image.shape[0] / image.shape[1]
-    fig = Figure(figsize=(panel * cols, panel * aspect * rows + 0.5 * rows + (0.4 if title else 0)), dpi=100)
+    size = (panel * 1.25 * cols, panel * aspect * rows + 0.7 * rows + (0.4 if title else 0))
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title + ("  (one colour scale for all panels)" if shared_scale else ""), fontsize=10)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes:
         ax.axis("off")
     axes[0].imshow(rgb)
     axes[0].set_title("image", fontsize=9)
-    for ax, m in zip(axes[1:], maps):
+    for ax, m, (vmin, vmax) in zip(axes[1:], maps, colour_scales(maps, shared_scale)):
+        lo, hi = m.range
         ax.imshow(rgb)
-        ax.imshow(m.map, cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear")
+        drawn = ax.imshow(lo + m.map * (hi - lo), cmap="viridis", alpha=0.6, vmin=vmin, vmax=vmax)
+        bar = fig.colorbar(drawn, ax=ax, fraction=0.046, pad=0.02)
+        bar.ax.tick_params(labelsize=6)
+        for v in (lo, hi):  # where this map's own values lie on the (possibly wider) scale
+            bar.ax.axhline(v, color="red", linewidth=1)
         h, w = m.feature_size
-        ax.set_title(f"{m.index} {m.name} {h}×{w}{' (uniform)' if m.uniform else ''}", fontsize=8)
-    fig.tight_layout()
+        flat = f" FLAT (<{FLAT_CONTRAST:.0%})" if m.flat else ""
+        ax.set_title(
+            f"{m.index} {m.name} {h}×{w}\n{lo:.4g}–{hi:.4g}, contrast {_percent(m.contrast)}{flat}",
+            fontsize=7,
+            color="firebrick" if m.flat else "black",
+        )
     path = Path(path)
     fig.savefig(path)
     return path
+
+
+def _percent(v: float) -> str:
+    """A contrast as a percentage with two significant digits (0.53 %, 12 %, 100 %)."""
+    return f"{v * 100:.2g} %" if v < 0.1 else f"{v:.0%}".replace("%", " %")
