@@ -210,9 +210,9 @@ def _type_name(layer: nn.Module) -> str:
 
 def _registered_names() -> set:
     """YAML names of every operator in the plugin's table (built-in and registered third-party rows)."""
-    from yolo_attn.operators import plugin_modules
+    from yolo_attn.operators import rows
 
-    return set(plugin_modules())
+    return {op.name for op in rows()}
 
 
 def _layers(model: nn.Module) -> list:
