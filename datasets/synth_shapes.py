@@ -1,7 +1,8 @@
 """Offline procedural detection dataset ("synth-shapes") for yolo_attn.
 
-Standalone: imports only numpy, cv2, yaml and the standard library, so it can be loaded by file path from a dataset
-YAML's ``download:`` snippet (see ``synth-shapes.yaml``) or run as a script::
+Standalone: imports only numpy, cv2, yaml, the standard library and its sibling ``safe_build.py`` (the build-safety
+layer), so a dataset YAML's ``download:`` snippet can import it from its folder (see ``synth-shapes.yaml``), the plugin
+by path (``yolo_attn.by_path.import_file``), or it runs as a script::
 
     python datasets/synth_shapes.py --root DIR --train 1000 --val 200 --imgsz 320 --seed 0
 
@@ -44,7 +45,8 @@ Labelling rules:
 Building: :func:`ensure` (what the dataset YAMLs' ``download:`` snippets call) uses a set that matches its record as
 it is and otherwise builds it once under an inter-process lock (``.<set>.lock`` next to the folder), however many
 processes ask at the same time; a set that no longer matches (files deleted or truncated, a build killed half-way)
-is rebuilt. :func:`generate` always rebuilds. See ``docs/data.md``.
+is rebuilt. :func:`generate` always rebuilds. Both hand the writing to ``safe_build.build`` with :data:`RECIPE`; see
+``docs/data.md``.
 
 Determinism: image ``i`` of split ``s`` is rendered from ``numpy.random.default_rng([seed, split_code(s), i])`` alone,
 so the same seed gives identical arrays and byte-identical label files (and JPEG bytes with the same OpenCV build),
@@ -54,15 +56,7 @@ independently of how many images a split has; train and val never share images.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
-import hashlib
-import json
-import logging
 import math
-import os
-import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -70,18 +64,18 @@ import cv2
 import numpy as np
 import yaml
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-    import msvcrt
+if __package__:  # imported as a module of its folder (yolo_attn.by_path.import_file; yolo_attn.datasets in a wheel)
+    from . import safe_build
+else:  # run as a script (its folder is first on sys.path), or imported by name from its folder
+    import safe_build
 
 __all__ = [
     "CLASS_NAMES",
+    "RECIPE",
     "generate",
     "ensure",
-    "build",
-    "check",
+    "describe",
+    "encode_jpg",
     "render",
     "render_sample",
     "draw_labels",
@@ -552,7 +546,8 @@ def _label_text(labels: np.ndarray, n: int) -> str:
     return "".join(lines)
 
 
-def _encode_jpg(img: np.ndarray) -> bytes:
+def encode_jpg(img: np.ndarray) -> bytes:
+    """JPEG bytes of a BGR image at the set's quality (``JPEG_QUALITY``)."""
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
@@ -563,18 +558,18 @@ def generate(root: str | Path, n_train: int, n_val: int, imgsz: int = 320, seed:
     """Write the dataset under ``root`` (see module docstring for the layout), replacing any earlier one; return it.
 
     ``images/{train,val}`` and ``labels/{train,val}`` are replaced as a whole (together with stale Ultralytics
-    ``labels/{split}.cache`` files), under the set's lock (see :func:`build`). Use :func:`ensure` to build only when
-    the set is missing or damaged.
+    ``labels/{split}.cache`` files), under the set's lock (see ``safe_build.build``). Use :func:`ensure` to build only
+    when the set is missing or damaged.
     """
-    return build(root, _detect_params(n_train, n_val, imgsz, seed), _write_detect, force=True)
+    return safe_build.build(root, _detect_params(n_train, n_val, imgsz, seed), _write_detect, RECIPE, force=True)
 
 
 def ensure(root: str | Path, n_train: int, n_val: int, imgsz: int = 320, seed: int = 0) -> Path:
     """Return ``root`` holding the finished dataset: used as it is when it matches its record, built otherwise.
 
-    Safe to call from many processes at once (one builds, the others wait for it); see :func:`build`.
+    Safe to call from many processes at once (one builds, the others wait for it); see ``safe_build.build``.
     """
-    return build(root, _detect_params(n_train, n_val, imgsz, seed), _write_detect)
+    return safe_build.build(root, _detect_params(n_train, n_val, imgsz, seed), _write_detect, RECIPE)
 
 
 def _detect_params(n_train: int, n_val: int, imgsz: int, seed: int) -> dict:
@@ -588,259 +583,27 @@ def _write_detect(root: Path, params: dict) -> list[str]:
     splits = (("train", params["n_train"]), ("val", params["n_val"]))
     parts = {}
     for split, count in splits:
-        parts[split] = {kind: fresh_dir(root / kind / f".{split}.partial") for kind in ("images", "labels")}
+        parts[split] = {kind: safe_build.fresh_dir(root / kind / f".{split}.partial") for kind in ("images", "labels")}
         for i in range(count):
             img, labels = render_sample(params["seed"], split, i, params["imgsz"])
-            write_file(parts[split]["images"] / f"{i:06d}.jpg", _encode_jpg(img))
-            write_file(parts[split]["labels"] / f"{i:06d}.txt", _label_text(labels, params["imgsz"]).encode())
+            text = _label_text(labels, params["imgsz"])
+            safe_build.write_file(parts[split]["images"] / f"{i:06d}.jpg", encode_jpg(img))
+            safe_build.write_file(parts[split]["labels"] / f"{i:06d}.txt", text.encode())
     for split, _ in splits:
-        commit_split(root, split, parts[split])
+        safe_build.commit_split(root, split, parts[split])
     return [f"{kind}/{split}" for split, _ in splits for kind in ("images", "labels")]
 
 
-# ------------------------------------------------------------------------------------------------- building safely
-# Several processes may use a set at once (parallel trainings, DDP ranks): one builds it under an inter-process lock,
-# the others wait and then use it. A finished build is recorded in the marker (count, bytes and a digest of the names
-# and sizes of each folder's files); a set that does not match its record (files deleted or truncated afterwards, a
-# build killed half-way, other generator arguments) is rebuilt, never used as it is.
-MARKER = "synth_shapes.json"  # the record of a finished build, written last
-# The lock file is ``.<set>.lock`` next to the set's folder, not in it: Ultralytics takes an existing classification
-# folder for a finished set, so nothing may create the folder before its build is complete.
-LOCK_TIMEOUT_ENV = "SYNTH_SHAPES_LOCK_TIMEOUT"  # seconds to wait for another process's build (default 1800)
-KILL_ENV = "SYNTH_SHAPES_TEST_KILL_AT"  # test hook: SIGKILL this process at the N-th step of a build
-DATA_SUFFIXES = (".jpg", ".txt")  # what the generators write (caches Ultralytics adds, e.g. *.npy, are not counted)
-_log = logging.getLogger("ultralytics")  # Ultralytics' logger when it runs us; warnings reach stderr otherwise
-_steps = 0
-
-
-def build(root: str | Path, params: dict, write, force: bool = False) -> Path:
-    """Build a generated set under ``root`` once, safely with concurrent users; return ``root``.
-
-    A set that matches its record is used at once, without a lock (a finished set may sit on a read-only disk).
-    Otherwise the set's lock is taken (waiting for another process's build), the set checked again, and built if
-    still needed: the record is deleted first and written last, so a build killed at any point is rebuilt next time.
-
-    Args:
-        root (str | Path): The set's folder.
-        params (dict): Generator arguments, recorded; a set recorded with others is rebuilt.
-        write (Callable[[Path, dict], list[str]]): Writes the set and returns its folders (relative to ``root``).
-        force (bool): Rebuild even a set that matches its record.
-
-    Returns:
-        (Path): ``root``.
-
-    Raises:
-        OSError: The folder cannot be written (read-only, full disk), naming it.
-        TimeoutError: Another process held the lock longer than the timeout, naming the lock file.
-    """
-    root = Path(root)
-    problem = "a rebuild was asked for" if force else check(root, params)
-    if problem is None:
-        return root
-    try:
-        with folder_lock(root):
-            problem = "a rebuild was asked for" if force else check(root, params)
-            if problem is None:  # another process built it while we waited
-                return root
-            if problem.startswith("not built"):
-                _log.info(f"synth-shapes: building {root.name} ({_describe(params)}) in {root}")
-            else:
-                _log.warning(f"synth-shapes: data set {root.name} in {root}: {problem}; rebuilding it")
-            try:
-                (root / MARKER).unlink(missing_ok=True)
-                folders = write(root, params)
-                _step()
-                record = {"generator": "yolo_attn synth_shapes", "version": VERSION, **params, "names": CLASS_NAMES}
-                record["folders"] = {f: _listing(root / f) for f in folders}
-                write_file(root / f".{MARKER}.partial", (json.dumps(record, indent=1) + "\n").encode())
-                os.replace(root / f".{MARKER}.partial", root / MARKER)
-            except BaseException:
-                _remove_partials(root)  # frees the space a full disk needs
-                raise
-    except TimeoutError:
-        raise
-    except OSError as e:  # cannot write: read-only, full disk, no permission
-        raise OSError(
-            e.errno,
-            f"synth-shapes: cannot build data set {root.name} in {root} ({problem}): {e.strerror or e}"
-            + (f" ({e.filename})" if e.filename else "")
-            + "; free space or make the folder writable, or set Ultralytics' datasets_dir to another folder",
-        ) from e
-    problem = check(root, params)
-    if problem is not None:  # e.g. files deleted while it was being built
-        raise RuntimeError(f"synth-shapes: data set {root.name} in {root} is damaged right after its build: {problem}")
-    return root
-
-
-def check(root: str | Path, params: dict) -> str | None:
-    """Compare the set under ``root`` with its record; return None when it matches, else what is wrong.
-
-    Cheap: one ``stat`` per file, no file is read (a set of 2400 files takes a few milliseconds).
-    """
-    root = Path(root)
-    try:
-        record = json.loads((root / MARKER).read_text())
-    except FileNotFoundError:
-        return "not built yet (or its build was interrupted)"
-    except (OSError, ValueError) as e:
-        return f"its record {root / MARKER} is unreadable ({e})"
-    if not isinstance(record, dict) or not isinstance(record.get("folders"), dict):
-        return f"its record {root / MARKER} lists no files (built by an older version)"
-    wanted = {"version": VERSION, **params}
-    changed = [f"{k} {record.get(k)!r} (wanted {v!r})" for k, v in wanted.items() if record.get(k) != v]
-    if changed:
-        return "built with other arguments: " + ", ".join(changed)
-    for folder, want in record["folders"].items():
-        have = _listing(root / folder)
-        if have is None:
-            return f"{folder} is missing ({want['files']} files were built)"
-        if have["files"] != want["files"]:
-            return f"{folder} holds {have['files']} files, the build wrote {want['files']}"
-        if have != want:
-            return f"{folder}: file names or sizes differ from the build ({have['bytes']} bytes, {want['bytes']} built)"
-    return None
-
-
-def _listing(folder: Path) -> dict | None:
-    """Count, total size and digest of the names and sizes of the data files under ``folder``; None if missing."""
-    if not folder.is_dir():
-        return None
-    entries, stack = [], [("", str(folder))]
-    while stack:  # os.scandir: no path joins, the cheapest walk the standard library offers
-        rel, path = stack.pop()
-        with os.scandir(path) as it:
-            for e in it:
-                if e.is_dir():
-                    stack.append((f"{rel}{e.name}/", e.path))
-                elif e.name.endswith(DATA_SUFFIXES):
-                    entries.append((rel + e.name, e.stat().st_size))
-    entries.sort()
-    digest = hashlib.sha1("".join(f"{n}\t{s}\n" for n, s in entries).encode()).hexdigest()
-    return {"files": len(entries), "bytes": sum(s for _, s in entries), "digest": digest}
-
-
-def _describe(params: dict) -> str:
+# ------------------------------------------------------------------------------------------------------- the record
+def describe(params: dict) -> str:
+    """The set that generator arguments give, in a few words (for the "building" message)."""
     return f"{params['task']}, {params['n_train']} train / {params['n_val']} val scenes at {params['imgsz']} px"
 
 
-@contextlib.contextmanager
-def folder_lock(root: Path, timeout: float | None = None):
-    """Hold the inter-process lock of the set in ``root`` (the file ``.<set>.lock`` next to it, created if needed).
-
-    ``fcntl.flock`` (``msvcrt.locking`` on Windows): the system releases it when its holder exits, even on SIGKILL,
-    so a stale lock file never blocks anyone. Waits up to ``timeout`` seconds (default: ``$SYNTH_SHAPES_LOCK_TIMEOUT``
-    or 1800), then raises a ``TimeoutError`` naming the lock file and its holder.
-    """
-    timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, 1800)) if timeout is None else timeout
-    path, deadline, told = lock_file(root), time.monotonic() + timeout, False
-    while True:
-        try:
-            root.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            except PermissionError:  # another user's lock file: flock needs no write access (no pid noted then)
-                fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise OSError(e.errno, f"cannot create the lock file: {e.strerror or e}", str(path)) from e
-        try:
-            while not _try_lock(fd):
-                holder = _read_pid(fd)
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"synth-shapes: waited {timeout:.0f} s for the lock file {path}, held by process {holder} "
-                        f"building data set {root.name}; set {LOCK_TIMEOUT_ENV} to wait longer"
-                    )
-                if not told:
-                    _log.info(f"synth-shapes: waiting for process {holder} building {root.name} (lock file {path})")
-                    told = True
-                time.sleep(0.2)
-            try:  # the lock file may have been deleted (the folder removed) while we waited: then it guards nothing
-                same = os.path.samestat(os.fstat(fd), os.stat(path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                with contextlib.suppress(OSError):  # who holds it, for the message of a process that times out
-                    os.ftruncate(fd, 0)
-                    os.write(fd, f"{os.getpid()}\n".encode())
-                break
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-    try:
-        yield path
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def lock_file(root: Path) -> Path:
-    """The lock file of the set in ``root``."""
-    return root.parent / f".{root.name}.lock"
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        else:  # Windows: lock the first byte
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        return True
-    except (BlockingIOError, PermissionError):
-        return False
-    except OSError as e:
-        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EDEADLK):
-            return False
-        raise
-
-
-def _read_pid(fd: int) -> str:
-    try:
-        return os.pread(fd, 32, 0).decode().strip() or "?"
-    except (OSError, AttributeError, UnicodeDecodeError):  # os.pread is POSIX only
-        return "?"
-
-
-def fresh_dir(path: Path) -> Path:
-    """Empty folder at ``path`` (a leftover of an interrupted build removed first)."""
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write one file of a build (a step of the test hook)."""
-    path.write_bytes(data)
-    _step()
-
-
-def commit_split(root: Path, split: str, parts: dict[str, Path]) -> None:
-    """Rename a split's ``.partial`` folders into place, ``images`` (Ultralytics' sign of a finished set) last."""
-    (root / "labels" / f"{split}.cache").unlink(missing_ok=True)  # Ultralytics' cache of the replaced labels
-    for _, partial in sorted(parts.items(), key=lambda kv: kv[0] == "images"):
-        final = partial.with_name(split)
-        if final.exists():
-            shutil.rmtree(final)
-        partial.rename(final)
-        _step()
-
-
-def _remove_partials(root: Path) -> None:
-    """Remove what an interrupted build left (its hidden ``.partial`` folders and files)."""
-    for path in [root.with_name(f".{root.name}.partial"), *root.glob(".*.partial"), *root.glob("*/.*.partial")]:
-        with contextlib.suppress(OSError):  # best effort: the error that stopped the build is the one to report
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-
-
-def _step() -> None:
-    """Test hook: with ``$SYNTH_SHAPES_TEST_KILL_AT`` = N, SIGKILL this process at the N-th step of a build (a file
-    written, a folder renamed, the record about to be written), to test that a killed build is recovered."""
-    global _steps
-    at = os.environ.get(KILL_ENV)
-    if at:
-        _steps += 1
-        if _steps == int(at):
-            os.kill(os.getpid(), signal.SIGKILL)
+# What a build records besides its arguments (``synth_tasks.py`` records the same: the scenes are these)
+RECIPE = safe_build.Recipe(
+    "synth-shapes", "yolo_attn synth_shapes", VERSION, CLASS_NAMES, "synth_shapes.json", describe
+)
 
 
 def write_dataset_yaml(root: str | Path, path: str | Path) -> Path:

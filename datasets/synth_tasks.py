@@ -1,10 +1,10 @@
 """synth-shapes for every Ultralytics task: the same scenes as ``synth_shapes.py``, labelled for segment, pose, OBB
 and classify.
 
-Standalone like ``synth_shapes.py`` (numpy, cv2, yaml, standard library), which it loads from its own folder; a
-dataset YAML's ``download:`` snippet loads this file by path. Every label is derived from the pixels each object
-owns at the end of rendering (its *visible* pixels, the ones its detection box is the tight box of) or from the
-object's whole drawn mask:
+Standalone like ``synth_shapes.py`` (numpy, cv2, yaml, standard library), which it imports from its own folder with
+``safe_build.py``, as a dataset YAML's ``download:`` snippet imports this file. Every label is derived from the pixels
+each object owns at the end of rendering (its *visible* pixels, the ones its detection box is the tight box of) or
+from the object's whole drawn mask:
 
 * segment: one polygon per object through the centres of the boundary pixels of its visible pixels (pixel index +
   0.5, / imgsz; the box Ultralytics derives from it is the detection box less half a pixel on each side). Objects
@@ -29,7 +29,6 @@ Run as a script: ``python synth_tasks.py --task segment --root DIR --train 16 --
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import shutil
 from pathlib import Path
@@ -37,9 +36,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-_spec = importlib.util.spec_from_file_location("synth_shapes", Path(__file__).with_name("synth_shapes.py"))
-synth_shapes = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synth_shapes)
+if __package__:  # imported as a module of its folder (yolo_attn.by_path.import_file; yolo_attn.datasets in a wheel)
+    from . import safe_build, synth_shapes
+else:  # run as a script (its folder is first on sys.path), or imported by name from its folder
+    import safe_build
+    import synth_shapes
 
 TASKS = ("segment", "pose", "obb", "classify")
 KEYPOINTS = ("centre", "top", "right", "bottom", "left")
@@ -194,17 +195,17 @@ def generate(root: str | Path, task: str, n_train: int, n_val: int, imgsz: int =
 
     segment / pose / obb use the detection layout (``images/{split}``, ``labels/{split}``); classify writes
     ``{split}/<class name>/`` folders. Built under the set's lock and recorded like ``synth_shapes.generate`` (see
-    ``synth_shapes.build``); use :func:`ensure` to build only when the set is missing or damaged.
+    ``safe_build.build``); use :func:`ensure` to build only when the set is missing or damaged.
     """
-    return synth_shapes.build(root, _params(task, n_train, n_val, imgsz, seed), _write, force=True)
+    return safe_build.build(root, _params(task, n_train, n_val, imgsz, seed), _write, synth_shapes.RECIPE, force=True)
 
 
 def ensure(root: str | Path, task: str, n_train: int, n_val: int, imgsz: int = 320, seed: int = 0) -> Path:
     """Return ``root`` holding the finished ``task`` set: used as it is when it matches its record, built otherwise.
 
-    Safe to call from many processes at once (one builds, the others wait for it); see ``synth_shapes.build``.
+    Safe to call from many processes at once (one builds, the others wait for it); see ``safe_build.build``.
     """
-    return synth_shapes.build(root, _params(task, n_train, n_val, imgsz, seed), _write)
+    return safe_build.build(root, _params(task, n_train, n_val, imgsz, seed), _write, synth_shapes.RECIPE)
 
 
 def _params(task: str, n_train: int, n_val: int, imgsz: int, seed: int) -> dict:
@@ -224,27 +225,27 @@ def _write(root: Path, params: dict) -> list[str]:
     those in ``root``).
     """
     task, imgsz, seed = params["task"], params["imgsz"], params["seed"]
-    stage = synth_shapes.fresh_dir(root.with_name(f".{root.name}.partial")) if task == "classify" else None
+    stage = safe_build.fresh_dir(root.with_name(f".{root.name}.partial")) if task == "classify" else None
     for split in ("train", "val"):
         if task == "classify":
             parts = {"": stage / split}
             for name in synth_shapes.CLASS_NAMES:
                 (stage / split / name).mkdir(parents=True)
         else:
-            parts = {kind: synth_shapes.fresh_dir(root / kind / f".{split}.partial") for kind in ("images", "labels")}
+            parts = {kind: safe_build.fresh_dir(root / kind / f".{split}.partial") for kind in ("images", "labels")}
         for i in range(params[f"n_{split}"]):
             img, objs = objects(seed, split, i, imgsz)
             if task == "classify":
                 for j, obj in enumerate(objs):
                     x0, y0, x1, y1 = crop_box(obj["box"], imgsz)
                     name = synth_shapes.CLASS_NAMES[obj["cls"]]
-                    jpg = synth_shapes._encode_jpg(np.ascontiguousarray(img[y0:y1, x0:x1]))
-                    synth_shapes.write_file(parts[""] / name / f"{i:06d}_{j}.jpg", jpg)
+                    jpg = synth_shapes.encode_jpg(np.ascontiguousarray(img[y0:y1, x0:x1]))
+                    safe_build.write_file(parts[""] / name / f"{i:06d}_{j}.jpg", jpg)
                 continue
-            synth_shapes.write_file(parts["images"] / f"{i:06d}.jpg", synth_shapes._encode_jpg(img))
-            synth_shapes.write_file(parts["labels"] / f"{i:06d}.txt", _label_lines(task, objs, imgsz).encode())
+            safe_build.write_file(parts["images"] / f"{i:06d}.jpg", synth_shapes.encode_jpg(img))
+            safe_build.write_file(parts["labels"] / f"{i:06d}.txt", _label_lines(task, objs, imgsz).encode())
         if task != "classify":
-            synth_shapes.commit_split(root, split, parts)
+            safe_build.commit_split(root, split, parts)
     if task == "classify":
         if root.exists():  # a rebuild: replace the splits (anything else in the folder stays)
             for split in ("train", "val"):
@@ -254,7 +255,7 @@ def _write(root: Path, params: dict) -> list[str]:
             stage.rmdir()
         else:
             stage.rename(root)
-        synth_shapes._step()
+        safe_build.step()
         return ["train", "val"]
     return [f"{kind}/{split}" for split in ("train", "val") for kind in ("images", "labels")]
 

@@ -4,7 +4,6 @@ is named. Through Ultralytics' own dataset checks and the `yolo` command, in fre
 """
 
 import ctypes
-import importlib.util
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import YOLO_BIN
 
+from yolo_attn.by_path import import_file
 from yolo_attn.lookup import shipped_dir
 
 DATASETS = shipped_dir("datasets")
@@ -29,15 +29,9 @@ TINY = {  # data= argument -> (folder under datasets_dir, data folders and their
 }
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", DATASETS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ss = _load("synth_shapes")
-st = _load("synth_tasks")
+ss = import_file(DATASETS / "synth_shapes.py")
+st = import_file(DATASETS / "synth_tasks.py")
+sb = import_file(DATASETS / "safe_build.py")  # the lock, the record, the kill hook
 
 
 def _env(tmp: Path, **extra) -> dict:
@@ -51,8 +45,9 @@ def _env(tmp: Path, **extra) -> dict:
 
 def _complete(root: Path, expect: dict) -> None:
     """Assert the set in `root` matches its record, has the expected counts and no leftovers of a build."""
-    record = json.loads((root / ss.MARKER).read_text())
-    assert st.synth_shapes.check(root, {k: record[k] for k in ("task", "n_train", "n_val", "imgsz", "seed")}) is None
+    record = json.loads((root / ss.RECIPE.marker).read_text())
+    params = {k: record[k] for k in ("task", "n_train", "n_val", "imgsz", "seed")}
+    assert sb.check(root, params, ss.RECIPE) is None
     for folder, n in expect.items():
         assert record["folders"][folder]["files"] == n and len(list((root / folder).iterdir())) == n, folder
     assert not list(root.parent.glob(f".{root.name}.partial")) and not list(root.rglob("*.partial"))
@@ -101,8 +96,10 @@ def test_parallel_first_use_builds_each_set_once(tmp_path):
 
 def test_waiting_too_long_names_the_lock_file(tmp_path, monkeypatch):
     root = tmp_path / "synth-shapes-tiny"
-    monkeypatch.setenv(ss.LOCK_TIMEOUT_ENV, "0.5")
-    with ss.folder_lock(root):  # another build in progress (flock is per open file: this process conflicts too)
+    monkeypatch.setenv(sb.LOCK_TIMEOUT_ENV, "0.5")
+    with sb.folder_lock(
+        root, "synth-shapes"
+    ):  # another build in progress (flock is per open file: this process conflicts too)
         with pytest.raises(TimeoutError, match=re.escape(str(tmp_path / ".synth-shapes-tiny.lock"))):
             ss.ensure(root, 2, 1, 64)
     assert ss.ensure(root, 2, 1, 64) == root  # released: the next user builds
@@ -119,10 +116,11 @@ def test_killed_build_is_rebuilt(tmp_path, at):
     root = tmp_path / "set"
     if at == 1:  # over a finished set: a rebuild killed at once must not leave the old record standing
         ss.generate(root, 4, 2, 64)
-    env = {**os.environ, ss.KILL_ENV: str(at)}
+    env = {**os.environ, sb.KILL_ENV: str(at)}
     proc = subprocess.run([*GENERATE, "--root", str(root)], env=env, capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
-    assert ss.check(root, ss._detect_params(4, 2, 64, 0)) is not None  # seen as unfinished
+    params = {"task": "detect", "n_train": 4, "n_val": 2, "imgsz": 64, "seed": 0}
+    assert sb.check(root, params, ss.RECIPE) is not None  # seen as unfinished
     ss.ensure(root, 4, 2, 64)
     _complete(root, {"images/train": 4, "labels/train": 4, "images/val": 2, "labels/val": 2})
 
@@ -131,16 +129,14 @@ def test_killed_build_is_rebuilt(tmp_path, at):
 def test_killed_classify_build_leaves_no_folder_to_take_for_a_set(tmp_path, monkeypatch, at):
     root, steps = tmp_path / "cls", tmp_path / "count"
     if at == -1:  # the rename of the whole set, the step before the record: count a build's steps first
-        monkeypatch.setattr(st.synth_shapes, "_steps", 0)
+        before = sb.steps_taken()
         with monkeypatch.context() as m:
-            m.setenv(ss.KILL_ENV, "1000000")
+            m.setenv(sb.KILL_ENV, "1000000")
             st.generate(steps, "classify", 3, 2, 64)
-        at = st.synth_shapes._steps - 1
-    script = f"import runpy, sys; sys.argv = ['g', '--task', 'classify', '--root', {str(root)!r}, '--train', '3', "
-    script += (
-        f"'--val', '2', '--imgsz', '64']; runpy.run_path({str(DATASETS / 'synth_tasks.py')!r}, run_name='__main__')"
-    )
-    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, ss.KILL_ENV: str(at)}, timeout=120)
+        at = sb.steps_taken() - before - 1
+    args = [DATASETS / "synth_tasks.py", "--task", "classify", "--root", root, "--train", "3", "--val", "2"]
+    args = [sys.executable, *map(str, args), "--imgsz", "64"]
+    proc = subprocess.run(args, env={**os.environ, sb.KILL_ENV: str(at)}, timeout=120)
     assert proc.returncode == -9
     if at == 2:
         assert not root.exists()  # Ultralytics would take any folder of that name for a finished set
@@ -167,28 +163,27 @@ def test_damaged_set_is_rebuilt_on_use(data_utils, tmp_path, data):
     folder, expect = TINY[data]
     root = tmp_path / folder
     _use(data_utils, data)
-    record = json.loads((root / ss.MARKER).read_text())
+    record = json.loads((root / ss.RECIPE.marker).read_text())
     files = sorted((root / ("val" if "cls" in data else "images/val")).rglob("*.jpg"))
     for f in files[:3]:  # deleted files
         f.unlink()
-    mtime = root.joinpath(ss.MARKER).stat().st_mtime_ns
+    mtime = root.joinpath(ss.RECIPE.marker).stat().st_mtime_ns
     _use(data_utils, data)
-    assert root.joinpath(ss.MARKER).stat().st_mtime_ns != mtime, "a set missing files was used as it is"
-    assert json.loads((root / ss.MARKER).read_text()) == record and all(f.exists() for f in files)
+    assert root.joinpath(ss.RECIPE.marker).stat().st_mtime_ns != mtime, "a set missing files was used as it is"
+    assert json.loads((root / ss.RECIPE.marker).read_text()) == record and all(f.exists() for f in files)
     files[-1].write_bytes(files[-1].read_bytes()[:100])  # a truncated file
     _use(data_utils, data)
     assert files[-1].stat().st_size > 100
     _complete(root, expect)
-    mtime = root.joinpath(ss.MARKER).stat().st_mtime_ns
+    mtime = root.joinpath(ss.RECIPE.marker).stat().st_mtime_ns
     _use(data_utils, data)  # a whole set is used as it is
-    assert root.joinpath(ss.MARKER).stat().st_mtime_ns == mtime
+    assert root.joinpath(ss.RECIPE.marker).stat().st_mtime_ns == mtime
 
 
 RO_SCRIPT = r"""
-import importlib.util, os, sys
-spec = importlib.util.spec_from_file_location("synth_shapes", sys.argv[1])
-ss = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ss)
+import sys
+from yolo_attn.by_path import import_file
+ss = import_file(sys.argv[1])
 try:
     ss.ensure(sys.argv[2], 4, 2, 64)
 except OSError as e:
@@ -243,7 +238,7 @@ def test_full_disk_names_the_folder(tmp_path):
     assert r.stdout.startswith("ERROR") and f"cannot build data set synth-shapes-tiny in {root}" in r.stdout, r
     assert "File too large" in r.stdout
     assert not list(root.rglob("*.partial")), "a failed build frees its space"
-    assert not (root / ss.MARKER).exists()
+    assert not (root / ss.RECIPE.marker).exists()
     ss.ensure(root, 4, 2, 64)  # space again: built
     _complete(root, {"images/train": 4, "images/val": 2})
 
@@ -297,7 +292,7 @@ def test_parallel_yolo_train_full(tmp_path, data):
 @pytest.mark.exhaustive
 def test_yolo_train_after_a_killed_build_and_on_a_damaged_set(tmp_path):
     env = _env(tmp_path)
-    proc = _train(tmp_path, "synth-shapes-tiny.yaml", "killed", env={**env, ss.KILL_ENV: "30"})
+    proc = _train(tmp_path, "synth-shapes-tiny.yaml", "killed", env={**env, sb.KILL_ENV: "30"})
     proc.communicate(timeout=600)
     assert proc.returncode == -9
     root = tmp_path / "datasets" / "synth-shapes-tiny"

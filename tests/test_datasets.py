@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -14,19 +13,13 @@ import cv2
 import numpy as np
 import pytest
 
+from yolo_attn.by_path import import_file
+
 ROOT = Path(__file__).resolve().parents[1]
 GEN_FILE = ROOT / "datasets" / "synth_shapes.py"
 TINY_YAML = ROOT / "datasets" / "synth-shapes-tiny.yaml"
 
-
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("synth_shapes_under_test", GEN_FILE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ss = _load_generator()
+ss = import_file(GEN_FILE)
 
 
 def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -80,7 +73,7 @@ def test_labels_match_drawn_objects(tmp_path):
             expect = np.stack([labels[:, 0], (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], 1)
             np.testing.assert_allclose(lab, expect, atol=1e-6)
         jpg_file = root / "images" / "train" / f"{i:06d}.jpg"
-        assert jpg_file.read_bytes() == ss._encode_jpg(img)
+        assert jpg_file.read_bytes() == ss.encode_jpg(img)
         jpg = cv2.imread(str(jpg_file))
         assert jpg.shape == (n, n, 3)
         assert np.abs(jpg.astype(int) - img.astype(int)).mean() < 8
@@ -127,10 +120,11 @@ def test_every_class_appears():
 
 
 CLI_SCRIPT = """
-import runpy, sys
+import os, runpy, sys
 before = set(sys.modules)  # (an installed plugin may legitimately be imported at startup by a .pth hook)
 gen, root = sys.argv[1:3]
 sys.argv = [gen, "--root", root, "--train", "2", "--val", "1", "--imgsz", "64", "--seed", "5"]
+sys.path.insert(0, os.path.dirname(gen))  # as `python gen` does: its siblings import by name
 runpy.run_path(gen, run_name="__main__")
 bad = [m for m in set(sys.modules) - before if m.split(".")[0] in ("torch", "ultralytics", "yolo_attn")]
 assert not bad, f"generator must stay standalone, imported {bad}"
@@ -173,13 +167,15 @@ print("OK")
 """
 
 
-def test_yaml_autobuild_via_ultralytics(tmp_path):
-    pytest.importorskip("ultralytics")
-    # copy the YAML and the generator side by side into a fresh dir (as they sit in the repo / wheel)
+@pytest.mark.parametrize("plugin", ["on", "off"])
+def test_yaml_autobuild_via_ultralytics(tmp_path, plugin):
+    # plugin on: its data check builds the set; off (stock Ultralytics): the YAML's download: snippet does
+    # copy the YAML, the generator and its build-safety sibling side by side into a fresh dir (as in the repo / wheel)
     work = tmp_path / "pkg"
     work.mkdir()
     yaml_path = Path(shutil.copy(TINY_YAML, work / TINY_YAML.name))
-    shutil.copy(GEN_FILE, work / GEN_FILE.name)
+    for generator_file in (GEN_FILE, GEN_FILE.with_name("safe_build.py")):
+        shutil.copy(generator_file, work / generator_file.name)
     # isolated Ultralytics settings: datasets_dir under tmp, so the relative 'path:' resolves there
     cfg = tmp_path / "cfg"
     (cfg / "Ultralytics").mkdir(parents=True)
@@ -188,6 +184,8 @@ def test_yaml_autobuild_via_ultralytics(tmp_path):
     (cfg / "Ultralytics" / "settings.json").write_text(json.dumps(settings))
     (cfg / "Ultralytics" / "Arial.ttf").write_bytes(b"")  # check_font() would otherwise try the network
     env = {**os.environ, "YOLO_CONFIG_DIR": str(cfg), "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
+    if plugin == "off":
+        env["YOLO_ATTN_AUTOLOAD"] = "0"
     expect_root = datasets_dir / "synth-shapes-tiny"
     r = subprocess.run(
         [sys.executable, "-c", CHECK_SCRIPT, str(yaml_path), str(expect_root)],
@@ -198,6 +196,7 @@ def test_yaml_autobuild_via_ultralytics(tmp_path):
         timeout=120,
     )
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
+    assert ("Dataset download success" in r.stderr + r.stdout) == (plugin == "off"), r.stderr
     assert (expect_root / "synth_shapes.json").exists()
     assert not (work / "synth-shapes-tiny").exists()  # nothing written next to the YAML
 

@@ -4,19 +4,17 @@ object owns, its whole drawn mask; datasets/synth_tasks.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from yolo_attn.by_path import import_file
 from yolo_attn.lookup import shipped_dir
 
 DATA_DIR = shipped_dir("datasets")
-spec = importlib.util.spec_from_file_location("synth_tasks", DATA_DIR / "synth_tasks.py")
-synth_tasks = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(synth_tasks)
+synth_tasks = import_file(DATA_DIR / "synth_tasks.py")
 
 N = 128
 SCENES = [synth_tasks.objects(0, split, i, N) for split in ("train", "val") for i in range(6)]
