@@ -1,12 +1,21 @@
-"""The benchmark command on its tiniest setting, and the FLOP count it relies on.
+"""The benchmark command on its tiniest setting, the FLOP count it relies on, its statistics, the finetune mode's
+report, progress and Ctrl-C, and the shape of the `yolo_attn.bench` package (no import circle, no private imports).
 
 The models and finetune modes train and time several models end to end (minutes on 2 cores): `exhaustive` marker.
-The ops mode runs end to end in the fast set.
+The ops mode, the finetune mode's start check and its Ctrl-C run end to end in the fast set.
 """
 
+import argparse
+import ast
 import functools
 import json
+import os
+import re
+import signal
 import statistics
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,12 +23,25 @@ from helpers import BENCH_BIN, run
 from ultralytics import YOLO
 from ultralytics.utils.torch_utils import get_flops
 
+import yolo_attn.bench
 from yolo_attn import CoordAtt, CoTAttention
+from yolo_attn.bench.calibrate import calibrated_checkpoint
 from yolo_attn.bench.cli import main
+from yolo_attn.bench.finetune import (
+    PRESETS,
+    START_TOLERANCE,
+    add_arguments,
+    apply_preset,
+    identity_yaml,
+    start_gap,
+    start_outputs,
+)
+from yolo_attn.bench.finetune_report import MIN_STOCK_MAP, chart_title, write_report
 from yolo_attn.bench.flops import count_flops
 from yolo_attn.bench.ops import memory_pass_share
-from yolo_attn.bench.report import noise_test, paired_test
-from yolo_attn.bench.zoo import OTHER_TASKS, discover
+from yolo_attn.bench.progress import Progress
+from yolo_attn.bench.stats import noise_test, paired_test
+from yolo_attn.bench.zoo import OTHER_TASKS, Entry, discover
 from yolo_attn.cot import local_aggregate
 from yolo_attn.lookup import shipped_dir
 from yolo_attn.operators import BUILTINS
@@ -251,20 +273,6 @@ def test_fused_cpu_attention_counts_its_two_matrix_products():
 
 
 @pytest.mark.exhaustive
-def test_finetune_mode_starts_every_variant_at_stock(tmp_path, tiny_data):
-    args = ["finetune", "--data", tiny_data, "--pretrain-epochs", "1", "--epochs", "1", "--imgsz", "64"]
-    args += ["--family", "yolo26", "--models", "yolo26n-ca", "--batch", "8", "--seeds", "1", "--jobs", "1"]
-    args += ["--out", tmp_path]
-    run([BENCH_BIN, *args], tmp_path, timeout=600)  # exits non-zero when a variant does not start at stock
-    raw = json.loads((tmp_path / "finetune.json").read_text())
-    assert raw["yolo26n"]["map0"] == raw["yolo26n-ca"]["map0"]
-    assert len(raw["yolo26n-ca"]["map_seeds"]) == 1 and (tmp_path / "finetune.png").is_file()
-    table = markdown_tables((tmp_path / "finetune.md").read_text())[0]
-    assert [row.split("|")[1].strip().strip("*") for row in table[2:]] == ["yolo26n", "yolo26n-ca"]
-    assert (tmp_path / "yolo26n-synth-shapes-tiny-64px-1ep.pt").is_file()  # the cached stock weights
-
-
-@pytest.mark.exhaustive
 def test_deploy_mode_end_to_end(tmp_path):
     """`yolo-attn-bench deploy` on ONNX: a stock and a plugin model exported, run through AutoBackend and timed against
     each other; the report re-renders from its JSON; a bad `--python` is one line with exit status 2."""
@@ -283,3 +291,242 @@ def test_deploy_mode_end_to_end(tmp_path):
     with pytest.raises(SystemExit) as e:  # argparse's own one-line usage error
         main(["deploy", "--python", "nonsense"])
     assert e.value.code == 2
+
+
+# --- finetune mode: start check, end to end, report, preset, progress, Ctrl-C ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stock_weights(tmp_path_factory) -> tuple[Path, Path]:
+    """A stock yolov8n at the tiny data's 7 classes, calibrated so its outputs depend on the image; and its YAMLs."""
+    folder = tmp_path_factory.mktemp("finetune_start")
+    stock = identity_yaml(Entry("yolov8n", "yolov8n.yaml", "yolov8", True), 7, folder)
+    return calibrated_checkpoint(str(stock), folder / "stock.pt"), folder
+
+
+def test_start_check_tells_a_variant_that_does_not_start_as_stock(stock_weights):
+    """The finetune mode's start check compares raw outputs, so it tells the identity start apart from a variant that
+    changes the predictions even where both validate at mAP 0 (where an mAP comparison reads 0 = 0)."""
+    weights, folder = stock_weights
+    variant = Entry("yolov8n-ca", "yolov8n-ca.yaml", "yolov8", False, source="yolov8-ca.yaml")
+    ref = start_outputs(str(folder / "yolov8n-id.yaml"), weights, 128)
+    assert ref.std() > 0  # outputs that depend on the image: a difference would show
+    same = start_outputs(str(identity_yaml(variant, 7, folder)), weights, 128)
+    assert start_gap(same, ref) <= START_TOLERANCE
+    changed = folder / "yolov8n-ca-changed.yaml"  # the same variant without `layer_scale: 0.0`
+    changed.write_text("base: yolov8-ca.yaml\nnc: 7\n")
+    assert start_gap(start_outputs(str(changed), weights, 128), ref) > 1000 * START_TOLERANCE
+
+
+@pytest.mark.exhaustive
+def test_finetune_mode_starts_every_variant_at_stock(tmp_path, tiny_data):
+    """End to end on the tiny data: the stock model learns nothing there (mAP 0), so the start is checked on the raw
+    outputs, which the run records per variant (a variant that did not start as stock exits 1 and fails `run`)."""
+    args = ["finetune", "--data", tiny_data, "--pretrain-epochs", "1", "--epochs", "1", "--imgsz", "64"]
+    args += ["--family", "yolo26", "--models", "yolo26n-ca", "--batch", "8", "--seeds", "1", "--jobs", "1"]
+    args += ["--out", tmp_path / "out"]
+    run([BENCH_BIN, *args], tmp_path, timeout=600)
+    raw = json.loads((tmp_path / "out" / "finetune.json").read_text())
+    assert raw["yolo26n"]["map0"] == raw["yolo26n-ca"]["map0"]
+    assert raw["yolo26n"]["start_gap"] == 0 and 0 <= raw["yolo26n-ca"]["start_gap"] <= START_TOLERANCE
+    assert len(raw["yolo26n-ca"]["map_seeds"]) == 1 and (tmp_path / "out" / "finetune.png").is_file()
+    table = markdown_tables((tmp_path / "out" / "finetune.md").read_text())[0]
+    assert [row.split("|")[1].strip().strip("*") for row in table[2:]] == ["yolo26n", "yolo26n-ca"]
+    assert (tmp_path / "out" / "yolo26n-synth-shapes-tiny-64px-1ep.pt").is_file()  # the cached stock weights
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the work folder moved into place
+
+
+def finetune_entries(stock_maps: list, variant_maps: list, map0: float) -> list:
+    results = [
+        {"map0": map0, "map_seeds": maps, "map50_seeds": [m + 0.2 for m in maps]} for maps in (stock_maps, variant_maps)
+    ]
+    return [
+        Entry("yolov8n", "", "yolov8", True, results=results[0]),
+        Entry("yolov8n-ca", "", "yolov8", False, results=results[1] | {"start_gap": 0.0}),
+    ]
+
+
+def finetune_settings(seeds: int) -> dict:
+    machine = {"cpu": "test", "cores": 2, "memory": "1 GiB", "os": "Linux", "versions": {"torch": "0"}}
+    return {"machine": machine, "device": "cpu", "started": "now", "minutes": 1.0, "weights": "w.pt",
+            "pretraining": "given", "recipe": ["lr0=0.1"], "epochs": 1, "imgsz": 128, "batch": 16, "seeds": seeds,
+            "data": "d.yaml"}  # fmt: skip
+
+
+@pytest.fixture()
+def agg_backend():
+    """The report switches matplotlib to Agg; restore the backend afterwards."""
+    matplotlib = pytest.importorskip("matplotlib")
+    backend = matplotlib.get_backend()
+    yield
+    matplotlib.use(backend)
+
+
+def test_finetune_report_with_one_seed_gives_no_verdict(tmp_path, agg_backend):
+    write_report(finetune_entries([0.30], [0.32], 0.25), finetune_settings(1), tmp_path)
+    table = [line for line in (tmp_path / "finetune.md").read_text().splitlines() if line.startswith("| yolov8n-ca")]
+    assert "+0.0200 (1 seed: no band, no verdict)" in table[0]
+    assert not any(word in table[0] for word in ("better", "worse", "inside", "nan"))
+    write_report(finetune_entries([0.30, 0.31, 0.30], [0.40, 0.41, 0.40], 0.25), finetune_settings(3), tmp_path)
+    assert "better" in (tmp_path / "finetune.md").read_text()
+
+
+def test_finetune_report_says_when_the_stock_model_ranks_nothing(tmp_path, agg_backend):
+    write_report(finetune_entries([0.0, 0.001], [0.0, 0.002], 0.0), finetune_settings(2), tmp_path)
+    text = (tmp_path / "finetune.md").read_text()
+    assert f"below {MIN_STOCK_MAP}" in text and text.index("not learnt") < text.index("| model |")
+    assert text.startswith("# yolo_attn fine-tune comparison\n\nMachine: test, 2 cores, 1 GiB RAM, Linux; torch 0.")
+    write_report(finetune_entries([0.3, 0.31], [0.3, 0.32], 0.3), finetune_settings(2), tmp_path)
+    assert "not learnt" not in (tmp_path / "finetune.md").read_text()
+
+
+def test_finetune_chart_title_pluralises():
+    assert "1 epoch " in chart_title(finetune_settings(1)) and "1 seed" in chart_title(finetune_settings(1))
+    assert "3 seeds" in chart_title({**finetune_settings(3), "epochs": 3}) and "3 epochs" in chart_title(
+        {**finetune_settings(3), "epochs": 3}
+    )
+
+
+def test_finetune_quick_preset_fills_defaults_only():
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    args = ap.parse_args(["--preset", "quick", "--seeds", "4", "--family", "yolo11"])
+    apply_preset(args)
+    assert args.seeds == 4 and args.epochs == PRESETS["quick"]["epochs"] and args.imgsz == PRESETS["quick"]["imgsz"]
+    assert args.models == ["yolo11n-ca", "yolo11n-cot"]
+    plain = ap.parse_args([])
+    apply_preset(plain)
+    assert plain.epochs == ap.get_default("epochs") and plain.models is None
+
+
+@pytest.mark.long  # the quick preset as a user runs it: minutes on 2 cores, plus building synth-shapes
+def test_finetune_quick_preset_end_to_end(tmp_path):
+    proc = subprocess.run([BENCH_BIN, "finetune", "--preset", "quick", "--out", tmp_path / "out"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=3600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "pretraining epoch 1/5" in proc.stdout and "left)" in proc.stdout  # progress with an estimate
+    assert "[1/6]" in proc.stdout and "[6/6]" in proc.stdout  # 3 models x 2 seeds, one line per run
+    text = (tmp_path / "out" / "finetune.md").read_text()
+    assert [line.split("|")[1].strip(" *") for line in text.splitlines() if line.startswith("| yolov8n")] == [
+        "yolov8n",
+        "yolov8n-ca",
+        "yolov8n-cot",
+    ]
+
+
+def test_progress_reports_time_left_and_never_goes_quiet():
+    """A line on each announced step and, between steps, whenever `every` seconds passed without one; the time left
+    comes from the estimate given up front until a unit is measured, then from the measured rate."""
+    now, lines = [0.0], []
+    progress = Progress(2, expected_seconds=80, every=20, echo=lines.append, clock=lambda: now[0])
+    progress.update(0, "preparing", announce=True)
+    assert lines == ["benchmark: preparing (0 s, about 80 s left)"]  # before any measurement: the estimate
+    now[0] = 15.0
+    progress.update(0.1, "pretraining epoch 1/2")  # the first step: its time is start-up, not a rate
+    now[0] = 19.0
+    progress.tick()
+    assert len(lines) == 1  # not yet due
+    now[0] = 21.0
+    progress.update(0.25, "pretraining epoch 1/2")  # the second step gives the first measured time left: printed
+    assert lines[-1] == "benchmark: pretraining epoch 1/2 (21 s, about 70 s left)"  # 40 s per unit since the first
+    now[0] = 40.0
+    progress.update(0.7, "pretraining epoch 2/2")
+    assert len(lines) == 2  # neither announced nor due
+    now[0] = 61.0
+    progress.tick()
+    assert lines[-1] == "benchmark: pretraining epoch 2/2 (61 s, about 33 s left)"  # 25 s / 0.6 units, counted down
+    progress.update(2, "done", announce=True)
+    assert lines[-1].endswith("(60 s, finishing)")
+    with Progress(1, every=0.05, echo=lines.append) as ticking:  # the ticker thread prints without any update
+        time.sleep(0.5)
+    assert lines[-1] == "benchmark: starting (0 s, estimating the time left)" and not ticking._ticker.is_alive()
+
+
+def interrupted(args: list, cwd: Path, after: str) -> tuple[subprocess.CompletedProcess, list]:
+    """Start `yolo-attn-bench ARGS` in a session of its own, wait for a stdout line containing `after`, then press
+    Ctrl-C as a terminal does (SIGINT to the whole process group); return the finished process and its stdout lines."""
+    proc = subprocess.Popen([BENCH_BIN, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if after in line:
+                break
+        assert proc.poll() is None, "".join(lines) + proc.stderr.read()
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines += stdout.splitlines(keepends=True)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(lines), stderr), lines
+
+
+@pytest.mark.parametrize("phase", ["pretraining", pytest.param("fine-tuning", marks=pytest.mark.exhaustive)])
+def test_ctrl_c_stops_in_one_line_and_leaves_nothing_half_made(tmp_path, tiny_data, stock_weights, phase):
+    """Ctrl-C in the pretraining run (in process) or among the fine-tuning workers: one line on stderr, exit status
+    130, and the parent of `--out` as it was (no output folder, no work folder), so a rerun starts clean."""
+    out = tmp_path / "out"
+    args = ["finetune", "--data", tiny_data, "--imgsz", "64", "--batch", "8", "--models", "yolov8n-ca", "--seeds", "1"]
+    if phase == "pretraining":
+        args += ["--pretrain-epochs", "50", "--out", out]
+        after = "pretraining epoch 1/50"
+    else:
+        args += ["--pretrained", stock_weights[0], "--epochs", "50", "--jobs", "2", "--out", out]
+        after = "fine-tuning 2 models"
+    proc, lines = interrupted(args, tmp_path, after)
+    if phase == "pretraining":  # a progress line with the time left came first
+        assert any(re.match(r"benchmark: pretraining epoch 1/50.*, about .+ left\)$", line) for line in lines), lines
+    assert proc.returncode == 130, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [f"yolo-attn-bench: interrupted; {out} holds nothing of this run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# --- the package's shape ------------------------------------------------------------------------------------------
+
+
+def bench_imports() -> dict[str, list[tuple[str, str]]]:
+    """Return, per module of `yolo_attn.bench`, the (module, name) pairs it imports from the plugin (every import
+    statement, also inside functions; `import a.b` as (a.b, ""))."""
+    folder = Path(yolo_attn.bench.__file__).parent
+    graph = {}
+    for path in sorted(folder.glob("*.py")):
+        name = "yolo_attn.bench" + ("" if path.stem == "__init__" else f".{path.stem}")
+        edges = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("yolo_attn"):
+                edges += [(node.module, alias.name) for alias in node.names]
+            elif isinstance(node, ast.Import):
+                edges += [(alias.name, "") for alias in node.names if alias.name.startswith("yolo_attn")]
+        graph[name] = edges
+    return graph
+
+
+def test_bench_imports_run_one_way_and_name_nothing_private():
+    """No circle among the modules of `yolo_attn.bench` (a module imported by name or from) and no private name
+    (`_x`) of another plugin module imported."""
+    graph = bench_imports()
+    modules = set(graph)
+    private = [(m, f"{src}.{name}") for m, edges in graph.items() for src, name in edges if name.startswith("_")]
+    assert not private
+    deps = {}
+    for m, edges in graph.items():
+        targets = {src if src in modules else f"{src}.{name}" for src, name in edges}
+        deps[m] = sorted(
+            (targets & modules) - {m, "yolo_attn.bench"}
+        )  # a submodule's import of its package is Python's
+    assert len(deps) >= 18 and "yolo_attn.bench.runners" in deps["yolo_attn.bench.memory"]  # the check sees edges
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(m: str, path: list) -> None:
+        state[m] = 1
+        for d in deps[m]:
+            assert state.get(d) != 1, f"import circle: {' -> '.join([*path, m, d])}"
+            if d not in state:
+                visit(d, [*path, m])
+        state[m] = 2
+
+    for m in sorted(deps):
+        if m not in state:
+            visit(m, [])

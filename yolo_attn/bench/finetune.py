@@ -3,26 +3,36 @@
 1. The stock model of a family (`yolov8n` by default) is trained once from scratch on `--data`, or taken from
    `--pretrained`; the trained weights are cached in the output folder.
 2. Every insert-only variant of that family is built with the identity start (`layer_scale: 0.0`) and loads those
-   weights: every stock item transfers, so before any step it predicts as stock. Its epoch-0 validation is checked
-   against the stock model's and reported.
+   weights: every stock item transfers, so before any step it predicts as stock. Two checks, reported: its raw outputs
+   on two photos equal the stock model's (this holds whatever the stock model has learnt), and so does its epoch-0
+   validation.
 3. The stock model and every variant are fine-tuned from those weights with the same budget and seeds; the table
    gives mAP after fine-tuning and the difference to the fine-tuned stock model with its 95 % band.
 
 Variants that replace stock blocks (`-c2f-cot`, `-c3k2-cot`) cannot start as the stock model and are left out.
+
+The run works in a hidden folder beside `--out` and moves its files into `--out` when it is done, so an interrupted
+run (Ctrl-C: one line, exit status 130) leaves nothing half-made behind; only the cached stock weights, written
+whole once pretraining has finished, are kept for the next run.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import shutil
+import signal
+import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from yolo_attn.bench.models import _parse_train_args
-from yolo_attn.bench.report import _n, duration, format_delta, mean_sd, noise_test, paired_test
-from yolo_attn.bench.timing import machine_info, quiet, torch_threads
-from yolo_attn.bench.train import _ultralytics_threads, train_all
+from yolo_attn.bench.finetune_report import rank_note, write_report
+from yolo_attn.bench.progress import Progress
+from yolo_attn.bench.text import plural
+from yolo_attn.bench.timing import load_average, machine_info, quiet, torch_threads
+from yolo_attn.bench.train import TrainBudget, parse_train_args, train_all, ultralytics_threads
 from yolo_attn.bench.zoo import Entry, discover
 
 DESCRIPTION = __doc__.split("\n")[0].split(": ", 1)[1]
@@ -35,11 +45,11 @@ PRETRAIN_RECIPE = ("optimizer=AdamW", "lr0=0.002", "warmup_epochs=1", "amp=False
 # Fine-tuning starts at a quarter of that lr0 and without warm-up, so it refines the pretrained optimum instead of
 # leaving it: the from-scratch short-budget recipe (lr0=0.003) lowered every model below its epoch-0 mAP.
 FINETUNE_RECIPE = ("optimizer=AdamW", "lr0=0.0005", "warmup_epochs=0", "amp=False")
-# Below this mAP50-95 the stock model has learnt too little for a comparison to rank anything: the identity check
-# passes trivially (0 = 0) and fine-tuning differences are those of models that barely detect.
-MIN_STOCK_MAP = 0.05
+# Largest difference of a variant's raw outputs from the stock model's at epoch 0, relative to the output scale: the
+# identity start computes X + 0 * F(X) = X exactly, so anything above float32 rounding means it does not start as stock.
+START_TOLERANCE = 1e-5
+RUN_UNITS = 0.3  # progress: a fine-tuning run's start-up and two validations, in epochs of work
 PRESETS = {  # --preset NAME: other defaults; an option given on the command line (with another value) wins
-    # About 5 min on 2 idle cores (551 CPU s measured, docs/finetune-usage.md): a try-out of the pipeline.
     "quick": {
         "models": ["{family}n-ca", "{family}n-cot"],
         "pretrain_epochs": 5,
@@ -49,6 +59,9 @@ PRESETS = {  # --preset NAME: other defaults; an option given on the command lin
         "out": "runs/yolo_attn_finetune_quick",
     },
 }
+# What a preset takes on 2 idle CPU cores, as announced and used for the time left until a step is measured
+# (docs/finetune-usage.md: the measured run).
+PRESET_MINUTES = {"quick": 5}
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -70,8 +83,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        help="quick: 2 variants, 5 pretraining epochs, 1 fine-tuning epoch, 2 seeds at 128 px (about 5 min on 2 CPU "
-        "cores; tries the pipeline, too small to rank anything); options given explicitly win",
+        help=f"quick: 2 variants, 5 pretraining epochs, 1 fine-tuning epoch, 2 seeds at 128 px (about "
+        f"{PRESET_MINUTES['quick']} min on 2 idle CPU cores; tries the pipeline, too small to rank anything); options "
+        "given explicitly win",
     )
     ap.set_defaults(preset_base={k: ap.get_default(k) for preset in PRESETS.values() for k in preset})
 
@@ -84,55 +98,54 @@ def apply_preset(args: argparse.Namespace) -> None:
             setattr(args, key, value)
 
 
-def rank_note(stock_map0: float, stock_map: float | None = None) -> str | None:
-    """Return a warning when the stock model has learnt too little to rank anything (mAP50-95 < MIN_STOCK_MAP)."""
-    best = max(stock_map0, stock_map or 0.0)
-    if best >= MIN_STOCK_MAP:
-        return None
-    return (
-        f"The stock model reached mAP50-95 {best:.4f} (below {MIN_STOCK_MAP}): it has not learnt this data enough for "
-        "the comparison to rank anything, and the epoch-0 identity check passes trivially. Pretrain longer "
-        "(--pretrain-epochs), at a larger --imgsz, or give --pretrained weights."
-    )
+def cache_path(args: argparse.Namespace, out: Path) -> Path:
+    """Return where the stock weights of this data, size and pretraining length are cached in `out`."""
+    return out / f"{args.family}n-{Path(args.data).stem}-{args.imgsz}px-{args.pretrain_epochs}ep.pt"
 
 
-def _progress(total_epochs: int):
-    """Return an Ultralytics `on_fit_epoch_end` callback printing one line per epoch with an estimate of time left."""
-    started = time.perf_counter()
+def _pretrain_callbacks(progress: Progress, epochs: int) -> dict[str, Any]:
+    """Ultralytics callbacks that report the pretraining run's batches and epochs to `progress`."""
+    seen = {"epoch": -1, "batch": 0}
 
-    def on_fit_epoch_end(trainer) -> None:
-        done = trainer.epoch + 1
-        elapsed = time.perf_counter() - started
-        left = f", about {duration(elapsed / done * (total_epochs - done))} left" if done < total_epochs else ""
+    def on_train_batch_end(trainer: Any) -> None:
+        if trainer.epoch != seen["epoch"]:
+            seen.update(epoch=trainer.epoch, batch=0)
+        seen["batch"] += 1
+        done = trainer.epoch + seen["batch"] / max(1, len(trainer.train_loader))
+        progress.update(done, f"pretraining epoch {trainer.epoch + 1}/{epochs}")
+
+    def on_fit_epoch_end(trainer: Any) -> None:
+        if trainer.epoch >= epochs:  # Ultralytics' final validation of best.pt calls it once more
+            return
         m = (trainer.metrics or {}).get("metrics/mAP50-95(B)")
         score = f": mAP50-95 {m:.3f}" if m is not None else ""
-        print(f"benchmark: pretraining epoch {done}/{total_epochs}{score} ({duration(elapsed)}{left})", flush=True)
+        progress.update(trainer.epoch + 1, f"pretraining epoch {trainer.epoch + 1}/{epochs}{score}", announce=True)
 
-    return on_fit_epoch_end
+    return {"on_train_batch_end": on_train_batch_end, "on_fit_epoch_end": on_fit_epoch_end}
 
 
-def pretrain(args: argparse.Namespace, out: Path) -> Path:
-    """Return the stock weights: `--pretrained`, a cached run, or a new from-scratch training run (then cached)."""
-    if args.pretrained:
-        return Path(args.pretrained)
-    cached = out / f"{args.family}n-{Path(args.data).stem}-{args.imgsz}px-{args.pretrain_epochs}ep.pt"
-    if cached.is_file():
-        print(f"benchmark: stock weights from the cache {cached}", flush=True)
-        return cached
+def pretrain(args: argparse.Namespace, work: Path, cached: Path, progress: Progress) -> Path:
+    """Train the stock model from scratch in `work`, then cache its best weights at `cached` (written whole)."""
     from ultralytics import YOLO
 
     threads = args.threads * args.jobs  # the pretraining run is alone: it gets every fine-tuning job's threads
     print(
-        f"benchmark: training {args.family}n from scratch, {args.pretrain_epochs} epochs, {threads} threads", flush=True
+        f"benchmark: training {args.family}n from scratch, {plural(args.pretrain_epochs, 'epoch')}, "
+        f"{plural(threads, 'thread')}",
+        flush=True,
     )
     model = YOLO(f"{args.family}n.yaml")
-    model.add_callback("on_fit_epoch_end", _progress(args.pretrain_epochs))
-    with torch_threads(threads), quiet(not args.verbose), _ultralytics_threads(threads):
+    for event, callback in _pretrain_callbacks(progress, args.pretrain_epochs).items():
+        model.add_callback(event, callback)
+    with torch_threads(threads), quiet(not args.verbose), ultralytics_threads(threads):
         model.train(data=args.data, epochs=args.pretrain_epochs, imgsz=args.imgsz, batch=args.batch,
                     device=args.device, workers=0, plots=False, seed=0, deterministic=True, pretrained=False,
-                    **_parse_train_args(list(PRETRAIN_RECIPE)), project=str(out / "pretrain"), name=args.family,
+                    **parse_train_args(PRETRAIN_RECIPE), project=str(work / "pretrain"), name=args.family,
                     exist_ok=True)  # fmt: skip
-    shutil.copy(Path(model.trainer.best), cached)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_name(cached.name + ".partial")
+    shutil.copy(Path(model.trainer.best), partial)
+    os.replace(partial, cached)  # a rerun finds whole weights or none
     return cached
 
 
@@ -143,6 +156,35 @@ def identity_yaml(entry: Entry, nc: int, folder: Path) -> Path:
     start = "" if entry.stock else "layer_scale: 0.0 # the attention layers start as the identity\n"
     path.write_text(f"base: {base}\nnc: {nc}\n{start}")
     return path
+
+
+def start_outputs(yaml: str, weights: Path, imgsz: int) -> Any:
+    """Return the raw outputs (numpy) of the model built from `yaml` with `weights` loaded, on bus.jpg and zidane.jpg.
+
+    Unlike mAP, these depend on the image whatever the weights have learnt, so comparing them tells whether a variant
+    starts as the stock model even where both would validate at mAP 0.
+    """
+    import torch
+    from ultralytics import YOLO
+
+    from yolo_attn.bench.calibrate import photos
+
+    with quiet():
+        model = YOLO(yaml)
+        model.load(str(weights))
+    net = model.model.float().eval()
+    with torch.no_grad():
+        y = net(torch.from_numpy(photos(imgsz, imgsz, batch=2)))
+    while isinstance(y, (list, tuple)):  # the decoded predictions come first
+        y = y[0]
+    return y.numpy()
+
+
+def start_gap(y: Any, ref: Any) -> float:
+    """Return the largest |y - ref| relative to the output scale (max |ref|, at least 1)."""
+    import numpy as np
+
+    return float(np.abs(y - ref).max() / max(1.0, float(np.abs(ref).max())))
 
 
 def epoch0(yaml: str, weights: Path, args: argparse.Namespace, out: Path) -> float:
@@ -157,80 +199,56 @@ def epoch0(yaml: str, weights: Path, args: argparse.Namespace, out: Path) -> flo
     return float(metrics.box.map)
 
 
-def write_report(entries: list[Entry], settings: dict, out: Path) -> None:
-    """Write finetune.md (table), finetune.png (chart) and finetune.json (every sample)."""
-    stock = entries[0]
-    rows = [
-        "| model | mAP50-95 epoch 0 | mAP50 fine-tuned | mAP50-95 fine-tuned | Δ vs stock | Δ paired by seed |",
-        "| --- | ---: | ---: | ---: | --- | --- |",
-    ]
-    for e in entries:
-        (m50, s50), (m, s) = mean_sd(e.results["map50_seeds"]), mean_sd(e.results["map_seeds"])
-        deltas = ["reference"] * 2
-        if e is not stock:
-            for k, test in enumerate((noise_test, paired_test)):
-                deltas[k] = format_delta(*test(e.results["map_seeds"], stock.results["map_seeds"]), digits=4)
-        name = f"**{e.name}**" if e is stock else e.name
-        spread = len(e.results["map_seeds"]) > 1  # one seed: no standard deviation
-        fine_tuned = [f"{m50:.3f} ± {s50:.3f}", f"{m:.3f} ± {s:.3f}"] if spread else [f"{m50:.3f}", f"{m:.3f}"]
-        cells = [name, f"{e.results['map0']:.4f}", *fine_tuned, *deltas]
-        rows.append(f"| {' | '.join(cells)} |")
-    note = rank_note(stock.results["map0"], mean_sd(stock.results["map_seeds"])[0])
-    text = [
-        "# yolo_attn fine-tune comparison",
-        "",
-        f"{settings['machine']}. Run {settings['started']}, {settings['minutes']:.1f} min in all.",
-        "",
-        *([f"**{note}**", ""] if note else []),
-        *(["**One seed: the differences come without a band or a verdict.**", ""] if settings["seeds"] < 2 else []),
-        *rows,
-        "",
-        f"- Stock weights: {settings['weights']} ({settings['pretraining']}).",
-        f"- Fine-tuning: {_n(settings['epochs'], 'epoch')} at {settings['imgsz']} px, batch {settings['batch']}, "
-        f"{', '.join(FINETUNE_RECIPE)}, seeds {list(range(settings['seeds']))} (`deterministic=True`), from the "
-        "stock weights; the stock model itself is fine-tuned the same way. Mean ± sample standard deviation.",
-        "- Variants start as the identity (`layer_scale: 0.0`) with every stock item transferred; epoch 0 is their "
-        "validation before any step, which equals the stock model's (checked in the run).",
-        "- Δ vs stock: difference of the mAP50-95 means to the fine-tuned stock model ± the 95 % band (Welch t, seeds "
-        "as independent samples). Paired by seed: mean of the per-seed differences ± its 95 % band (paired t); a "
-        "variant and the stock model with the same seed share data order, augmentation and starting weights, so this "
-        "band leaves out the seed-to-seed spread they have in common.",
-    ]
-    (out / "finetune.md").write_text("\n".join(text) + "\n")
-    (out / "finetune.json").write_text(json.dumps({"settings": settings, **{e.name: e.results for e in entries}}))
-    from matplotlib.figure import Figure  # no pyplot: the caller's matplotlib backend stays as it was
-
-    fig = Figure(figsize=(max(6.0, 1.2 * len(entries) + 2), 4))
-    ax = fig.subplots()
-    for k, e in enumerate(entries):
-        m, s = mean_sd(e.results["map_seeds"])
-        ax.bar(k, m, yerr=s if len(e.results["map_seeds"]) > 1 else 0, color="grey" if e is stock else "tab:blue")
-        ax.plot([k - 0.4, k + 0.4], [e.results["map0"]] * 2, "k--", lw=1)
-    ax.set_xticks(range(len(entries)), [e.name for e in entries], rotation=30, ha="right")
-    ax.set_ylabel("mAP50-95 (dashed: epoch 0)")
-    ax.set_title(chart_title(settings), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "finetune.png", dpi=120)
-
-
-def chart_title(settings: dict) -> str:
-    """Return the chart title, on two lines so that it fits a chart of two bars."""
-    return (
-        f"Fine-tuned {_n(settings['epochs'], 'epoch')} from the same stock weights\n"
-        f"{_n(settings['seeds'], 'seed')}" + (" (no spread)" if settings["seeds"] < 2 else ", bars: mean ± sd")
-    )
+def budget(args: argparse.Namespace, weights: Path) -> TrainBudget:
+    """Return the fine-tuning budget: every model from `weights`, with `FINETUNE_RECIPE`."""
+    recipe = {**parse_train_args(FINETUNE_RECIPE), "pretrained": str(weights)}
+    return TrainBudget(
+        data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seeds=args.seeds, jobs=args.jobs,
+        threads=args.threads, device=args.device, verbose=args.verbose, train_args=recipe,
+    )  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the fine-tune comparison; return 0, or 1 when an identity-start model did not validate as stock."""
+    """Run the fine-tune comparison; return 0, 1 when a variant did not start as the stock model, 130 on Ctrl-C."""
+    apply_preset(args)
+    out = Path(args.out).resolve()  # Ultralytics nests a relative `project` under its runs_dir
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cached = cache_path(args, out)
+    had_cache = cached.is_file()
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-unfinished-", dir=out.parent))  # same file system: moves
+    try:
+        status = _run(args, work, out)
+        publish(work, out)
+        print(f"benchmark: wrote {out / 'finetune.md'} and {out / 'finetune.png'}", flush=True)
+        return status
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        kept = f"; kept the stock weights {cached}" if cached.is_file() and not had_cache else ""
+        print(f"yolo-attn-bench: interrupted; {out} holds nothing of this run{kept}", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def publish(work: Path, out: Path) -> None:
+    """Move every file and folder of `work` into `out`, replacing what an earlier run left under the same name."""
+    out.mkdir(parents=True, exist_ok=True)
+    for item in work.iterdir():
+        dest = out / item.name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif dest.exists():
+            dest.unlink()
+        os.replace(item, dest)
+
+
+def _run(args: argparse.Namespace, work: Path, out: Path) -> int:
+    """The comparison, writing into `work` (the stock-weights cache into `out`); return the exit status."""
     from ultralytics.data.utils import check_det_dataset
 
-    apply_preset(args)
     started, t = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
-    out = Path(args.out).resolve()  # Ultralytics nests a relative `project` under its runs_dir
-    (out / "yamls").mkdir(parents=True, exist_ok=True)
+    machine = machine_info()
     nc = check_det_dataset(args.data)["nc"]
-    weights = pretrain(args, out)
     variants = [
         e
         for e in discover(args.models or [f"{args.family}n-*"])
@@ -238,37 +256,69 @@ def main(args: argparse.Namespace) -> int:
     ]
     stock = Entry(f"{args.family}n", f"{args.family}n.yaml", args.family, True)
     entries = [stock, *variants]
-    for e in entries:  # built at the data's class count, so the head transfers too and epoch 0 is comparable
-        e.yaml = str(identity_yaml(e, nc, out / "yamls"))
-    status = 0
-    for e in entries:
-        e.results["map0"] = epoch0(e.yaml, weights, args, out)
-        print(f"benchmark: {e.name} at epoch 0: mAP50-95 {e.results['map0']:.4f}", flush=True)
-        if abs(e.results["map0"] - stock.results["map0"]) > 1e-6:
-            print(f"benchmark: {e.name} does not start as the stock model at epoch 0", flush=True)
-            status = 1
-        if e is stock and rank_note(e.results["map0"]):
-            print(f"benchmark: note: {rank_note(e.results['map0'])}", flush=True)
-    train_args = _parse_train_args(list(FINETUNE_RECIPE))
-    train_args.update(pretrained=str(weights), device=args.device)
-    options = argparse.Namespace(
-        data=args.data, epochs=args.epochs, imgsz_train=args.imgsz, batch=args.batch, fraction=1.0,
-        threads=args.threads, verbose=args.verbose, train_args=train_args, seeds=args.seeds, jobs=args.jobs,
-    )  # fmt: skip
-    print(f"benchmark: fine-tuning {_n(len(entries), 'model')} x {_n(args.seeds, 'seed')}", flush=True)
-    train_all(entries, options, out)
-    m = machine_info()
-    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    cached = cache_path(args, out)
+    pretraining = 0 if args.pretrained or cached.is_file() else args.pretrain_epochs
+    per_run = args.epochs + RUN_UNITS
+    units = pretraining + len(entries) * args.seeds * per_run
+    expected = None
+    if args.preset:  # the announced time, scaled to what is left to do (the weights may be cached already)
+        full = args.pretrain_epochs + len(entries) * args.seeds * per_run
+        expected = 60 * PRESET_MINUTES[args.preset] * units / full
+        print(f"benchmark: --preset {args.preset}: about {expected / 60:.0f} min on 2 idle CPU cores", flush=True)
+    with Progress(units, expected, every=20) as progress:
+        progress.update(0, "preparing", announce=True)
+        if args.pretrained:
+            weights = Path(args.pretrained)
+        elif cached.is_file():
+            print(f"benchmark: stock weights from the cache {cached}", flush=True)
+            weights = cached
+        else:
+            weights = pretrain(args, work, cached, progress)
+        (work / "yamls").mkdir(exist_ok=True)
+        for e in entries:  # built at the data's class count, so the head transfers too and epoch 0 is comparable
+            e.yaml = str(identity_yaml(e, nc, work / "yamls"))
+        status = _check_start(entries, weights, args, work, progress, pretraining)
+        print(f"benchmark: fine-tuning {plural(len(entries), 'model')} x {plural(args.seeds, 'seed')}", flush=True)
+
+        def run_done(k: int, n: int) -> None:
+            progress.update(pretraining + k * per_run, f"fine-tuning: {k}/{n} runs done")
+
+        train_all(entries, budget(args, weights), work, on_run_done=run_done)
+    machine["loadavg_end"] = load_average()
     settings = {
-        "machine": f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']} RAM; {versions}; device {args.device}",
+        "machine": machine,
+        "device": args.device,
         "started": started,
         "minutes": (time.perf_counter() - t) / 60,
         "weights": str(weights),
         "pretraining": "given"
         if args.pretrained
         else f"{args.family}n from scratch, {args.pretrain_epochs} epochs, {', '.join(PRETRAIN_RECIPE)}",
+        "recipe": list(FINETUNE_RECIPE),
         **{k: getattr(args, k) for k in ("epochs", "imgsz", "batch", "seeds", "data")},
     }
-    write_report(entries, settings, out)
-    print(f"benchmark: wrote {out / 'finetune.md'} and {out / 'finetune.png'}", flush=True)
+    write_report(entries, settings, work)
+    return status
+
+
+def _check_start(
+    entries: list[Entry], weights: Path, args: argparse.Namespace, work: Path, progress: Progress, done: float
+) -> int:
+    """Check that each variant starts as the stock model (entries[0]): raw outputs, epoch-0 mAP; 1 if one does not."""
+    stock, status = entries[0], 0
+    ref = start_outputs(stock.yaml, weights, args.imgsz)
+    for e in entries:
+        progress.update(done, f"epoch-0 check of {e.name}")
+        e.results["start_gap"] = start_gap(start_outputs(e.yaml, weights, args.imgsz), ref)
+        e.results["map0"] = epoch0(e.yaml, weights, args, work)
+        print(
+            f"benchmark: {e.name} at epoch 0: mAP50-95 {e.results['map0']:.4f}, outputs differ from stock by "
+            f"{e.results['start_gap']:.1e}",
+            flush=True,
+        )
+        if e.results["start_gap"] > START_TOLERANCE or abs(e.results["map0"] - stock.results["map0"]) > 1e-6:
+            print(f"benchmark: {e.name} does not start as the stock model at epoch 0", flush=True)
+            status = 1
+        if e is stock and rank_note(e.results["map0"]):
+            print(f"benchmark: note: {rank_note(e.results['map0'])}", flush=True)
     return status

@@ -13,7 +13,9 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 from pathlib import Path
-from typing import Any
+
+from yolo_attn.bench.runners import onnx_fn, openvino_fn, pytorch_fn, train_step_fn
+from yolo_attn.bench.zoo import Entry, build
 
 
 def _status_kib(field: str) -> int:
@@ -26,47 +28,21 @@ def _status_kib(field: str) -> int:
 
 def _child(kind: str, source: str, imgsz: int, threads: int, batch: int) -> int:
     """Load `source` for runtime `kind`, then return the bytes of resident memory one call adds at its peak."""
-    import numpy as np
-
-    x = np.random.default_rng(0).random((batch, 3, imgsz, imgsz), dtype=np.float32)
     if kind == "onnx":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
-        session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-
-        def fn() -> Any:
-            return session.run(None, {name: x})
-
+        fn = onnx_fn(source, imgsz, threads, batch)
     elif kind == "openvino":
-        import openvino as ov
-
-        compiled = ov.Core().compile_model(source, "CPU", {"INFERENCE_NUM_THREADS": threads})
-
-        def fn() -> Any:
-            return compiled(x)
-
+        fn = openvino_fn(source, imgsz, threads, batch)
     else:
         import torch
 
         import yolo_attn  # noqa: F401  (a spawned child must not depend on the start-up hook)
-        from yolo_attn.bench.models import _train_step_fn
-        from yolo_attn.bench.zoo import Entry, build
 
         torch.set_num_threads(threads)
-        entry = Entry(Path(source).stem, source, "", False)
+        model = build(Entry(Path(source).stem, source, "", False)).model
         if kind == "train_step":
-            fn = _train_step_fn(entry, batch, imgsz)
+            fn = train_step_fn(model, batch, imgsz)
         else:
-            model = build(entry).model.fuse(verbose=False).eval()
-            t = torch.from_numpy(x)
-
-            def fn() -> Any:
-                with torch.inference_mode():
-                    model(t)
-
+            fn = pytorch_fn(model.fuse(verbose=False).eval(), imgsz, batch)
     before = _status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident size (Linux >= 4.0)
     fn()

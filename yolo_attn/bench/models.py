@@ -45,9 +45,12 @@ from pathlib import Path
 from typing import Any
 
 from yolo_attn.bench.flops import count_flops, flop_breakdown, ultralytics_flops
+from yolo_attn.bench.memory import peak_memory
 from yolo_attn.bench.report import write_chart, write_cost_tables, write_markdown, write_raw
-from yolo_attn.bench.timing import interleaved, machine_info, quiet, torch_threads
-from yolo_attn.bench.train import SHORT_BUDGET_RECIPE, train_all
+from yolo_attn.bench.runners import compiled_fn, has_openvino, onnx_fn, openvino_fn, pytorch_fn, train_step_fn
+from yolo_attn.bench.stats import median_of_all, round_ratios
+from yolo_attn.bench.timing import interleaved, load_average, machine_info, quiet, torch_threads
+from yolo_attn.bench.train import SHORT_BUDGET_RECIPE, TrainBudget, parse_train_args, train_all
 from yolo_attn.bench.zoo import Entry, build, discover, guard
 
 DESCRIPTION = (
@@ -66,25 +69,13 @@ def _summarise(samples: dict[str, list[list[float]]], entries: list[Entry], key:
         if e.name not in samples or not samples[e.name]:
             continue
         rounds = samples[e.name]
-        e.results[f"{key}_ms"] = statistics.median([t for r in rounds for t in r])
+        e.results[f"{key}_ms"] = median_of_all(rounds)
         e.results[f"{key}_samples_ms"] = rounds
         ref = samples.get(stock.get(e.family, ""))
         if ref and len(ref) == len(rounds):
-            ratios = [statistics.median(a) / statistics.median(b) for a, b in zip(rounds, ref)]
+            ratios = round_ratios(rounds, ref)
             e.results[f"{key}_ratio"] = statistics.median(ratios)
             e.results[f"{key}_ratios"] = ratios
-
-
-def _pytorch_fn(model, imgsz: int) -> Callable[[], Any]:
-    import torch
-
-    x = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
-
-    def run():
-        with torch.inference_mode():
-            model(x)
-
-    return run
 
 
 def _guarded(entries: list[Entry], what: str, make: Callable[[Entry], Any]) -> dict[str, Any]:
@@ -95,15 +86,6 @@ def _guarded(entries: list[Entry], what: str, make: Callable[[Entry], Any]) -> d
         if fn is not None:
             made[e.name] = fn
     return made
-
-
-def _compiled_fn(model, imgsz: int) -> Callable[[], Any]:
-    """`_pytorch_fn` of `torch.compile(model)` (Inductor, the default mode), compiled by one call before it returns."""
-    import torch
-
-    run = _pytorch_fn(torch.compile(model), imgsz)
-    run()
-    return run
 
 
 def _export(entry: Entry, imgsz: int, folder: Path, fmt: str = "onnx") -> Path:
@@ -120,80 +102,6 @@ def _export(entry: Entry, imgsz: int, folder: Path, fmt: str = "onnx") -> Path:
     with quiet():
         out = Path(YOLO(pt).export(format=fmt, imgsz=imgsz, simplify=True, device="cpu", verbose=False))
     return next(out.glob("*.xml")) if out.is_dir() else out
-
-
-def _openvino_fn(path: Path, imgsz: int, threads: int) -> Callable[[], Any]:
-    import numpy as np
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
-    x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
-    return lambda: compiled(x)
-
-
-def _has_openvino() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("openvino") is not None
-
-
-def _onnx_fn(path: Path, imgsz: int, threads: int) -> Callable[[], Any]:
-    import numpy as np
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
-    return lambda: session.run(None, {name: x})
-
-
-def _train_step_fn(entry: Entry, batch: int, imgsz: int) -> Callable[[], Any]:
-    """One training step of the model (train mode, 80 classes as built) on a fixed random batch with 8 boxes/image."""
-    import torch
-    from ultralytics.cfg import get_cfg
-
-    model = build(entry).model
-    model.args = get_cfg()  # default loss gains (box, cls, dfl), as the trainer sets them
-    model.train()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    nc = model.model[-1].nc
-    g = torch.Generator().manual_seed(0)
-    n = 8 * batch
-    xy = torch.rand(n, 2, generator=g) * 0.6 + 0.2
-    wh = torch.rand(n, 2, generator=g) * 0.25 + 0.05
-    data = {
-        "img": torch.rand(batch, 3, imgsz, imgsz, generator=g),
-        "batch_idx": torch.arange(batch).repeat_interleave(8).float(),
-        "cls": torch.randint(0, nc, (n, 1), generator=g).float(),
-        "bboxes": torch.cat((xy, wh), 1),
-    }
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.937, nesterov=True)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss, _ = model.loss(data)
-        loss.sum().backward()
-        opt.step()
-
-    return step
-
-
-def _parse_train_args(items: list[str]) -> dict[str, Any]:
-    """KEY=VALUE strings -> dict, values parsed as YAML scalars (as the `yolo` command does)."""
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"benchmark: --train-args expects KEY=VALUE, got {item!r}")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -264,20 +172,20 @@ def _latency(
     exported: dict[str, dict[str, str]] = {}
     fused = _guarded(entries, "build", lambda e: build(e).model.fuse(verbose=False).eval())
     label = f" {imgsz} px" if suffix else ""
-    samples = interleaved({n: _pytorch_fn(m, imgsz) for n, m in fused.items()}, args.rounds, args.runs, args.warmup,
+    samples = interleaved({n: pytorch_fn(m, imgsz) for n, m in fused.items()}, args.rounds, args.runs, args.warmup,
                           f"PyTorch latency{label}")  # fmt: skip
     _summarise(samples, entries, "pytorch" + suffix)
     # PyTorch latency under torch.compile (Inductor, as Ultralytics' `compile=True`), compiled before timing.
     if args.compile:
         built = [e for e in entries if e.name in fused]
-        compiled = _guarded(built, "torch.compile", lambda e, m=fused: _compiled_fn(m[e.name], imgsz))
+        compiled = _guarded(built, "torch.compile", lambda e, m=fused: compiled_fn(m[e.name], imgsz))
         samples = interleaved(compiled, args.rounds, args.runs, args.warmup, f"PyTorch compiled latency{label}")
         _summarise(samples, entries, "pytorch_compiled" + suffix)
         del compiled
     del fused
-    runtimes = [] if args.skip_onnx else [("onnx", "ONNX Runtime", _onnx_fn)]
-    if not args.skip_openvino and _has_openvino():
-        runtimes.append(("openvino", "OpenVINO", _openvino_fn))
+    runtimes = [] if args.skip_onnx else [("onnx", "ONNX Runtime", onnx_fn)]
+    if not args.skip_openvino and has_openvino():
+        runtimes.append(("openvino", "OpenVINO", openvino_fn))
     for fmt, title, make in runtimes:
         fns = {}
         for e in entries:
@@ -297,8 +205,6 @@ def _memory(
     args: argparse.Namespace, entries: list[Entry], imgsz: int, suffix: str, exported: dict[str, dict[str, str]]
 ) -> None:
     """Peak memory of one inference per runtime (from the files `_latency` exported) and of one train step (batch 2)."""
-    from yolo_attn.bench.memory import peak_memory
-
     for e in entries:
         sources = {"pytorch": e.yaml, **exported.get(e.name, {})}
         for kind, source in sources.items():
@@ -345,22 +251,22 @@ def _run(args: argparse.Namespace) -> list[Entry]:
                 print(f"benchmark: memory at {size} px done ({time.perf_counter() - t0:.0f}s)", flush=True)
 
     # 3. Training-step time.
-    steps = _guarded(entries, "train step", lambda e: _train_step_fn(e, args.step_batch, args.imgsz_step))
+    steps = _guarded(entries, "train step", lambda e: train_step_fn(build(e).model, args.step_batch, args.imgsz_step))
     samples = interleaved(steps, args.step_rounds, args.step_runs, 1, "training step")
     _summarise(samples, entries, "train_step")
     del steps
 
     # 4. mAP after a fixed training budget, seed-major so drift and warm caches hit every model alike.
     settings = {k: v for k, v in vars(args).items() if k not in {"models"}}
-    settings.update(imgsz_latency=sizes[0], imgsz_sizes=sizes, openvino=not args.skip_openvino and _has_openvino())
+    settings.update(imgsz_latency=sizes[0], imgsz_sizes=sizes, openvino=not args.skip_openvino and has_openvino())
     settings.update(models=[e.name for e in entries], seeds=list(range(args.seeds)), train=not args.skip_train)
     if not args.skip_train:
-        run_seconds = train_all(entries, args, out)
+        run_seconds = train_all(entries, budget(args), out)
         settings["train_seconds_mean"] = statistics.fmean(run_seconds) if run_seconds else float("nan")
         cpu = [t for e in entries for t in e.results.get("train_cpu_seconds", [])]
         settings["train_cpu_seconds_mean"] = statistics.fmean(cpu) if cpu else float("nan")
 
-    machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    machine["loadavg_end"] = load_average()
     settings["started"] = started
     settings["total_seconds"] = time.perf_counter() - t0
     write_markdown(entries, settings, machine, out / "benchmark.md")
@@ -371,9 +277,17 @@ def _run(args: argparse.Namespace) -> list[Entry]:
     return entries
 
 
+def budget(args: argparse.Namespace) -> TrainBudget:
+    """Return the training budget of the mAP runs from the models mode's options."""
+    return TrainBudget(
+        data=args.data, epochs=args.epochs, imgsz=args.imgsz_train, batch=args.batch, seeds=args.seeds,
+        jobs=args.jobs, threads=args.threads, fraction=args.fraction, verbose=args.verbose, train_args=args.train_args,
+    )  # fmt: skip
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the models mode with parsed options; exit status 1 when any measurement failed."""
-    args.train_args = _parse_train_args(args.train_args)
+    args.train_args = parse_train_args(args.train_args)
     if args.jobs is None:
         args.jobs = max(1, (os.cpu_count() or 1) // args.threads)
     entries = run(args)

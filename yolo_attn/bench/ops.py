@@ -28,7 +28,6 @@ import argparse
 import copy
 import fnmatch
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -37,7 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from yolo_attn.bench.flops import count_flops
-from yolo_attn.bench.timing import interleaved, machine_info, torch_threads
+from yolo_attn.bench.runners import backward_fn, infer_fn
+from yolo_attn.bench.stats import median_of_all, round_ratios
+from yolo_attn.bench.text import machine_line
+from yolo_attn.bench.timing import interleaved, load_average, machine_info, torch_threads
 
 DESCRIPTION = (
     "Time each yolo_attn operator (inference and train step), count its FLOPs, and "
@@ -93,30 +95,6 @@ def _fold(module):
     return module
 
 
-def _infer_fn(module, x) -> Callable[[], Any]:
-    import torch
-
-    def run():
-        with torch.inference_mode():
-            module(x)
-
-    return run
-
-
-def _step_fn(module, x, grad) -> Callable[[], Any]:
-    """Forward and backward of a fixed output gradient; parameter and input gradients are dropped before each step."""
-    x = x.clone().requires_grad_(True)
-    params = list(module.parameters())
-
-    def step():
-        for p in params:
-            p.grad = None
-        x.grad = None
-        module(x).backward(grad)
-
-    return step
-
-
 # Kernels that do the multiply-accumulate work (convolutions, matrix products, fused attention, and their backward
 # passes); everything else an operator runs (elementwise arithmetic, norms, pads, concatenations, copies) is a pass
 # over memory with few FLOPs. `aten::convolution_backward` is where oneDNN's conv gradients show their self time.
@@ -153,7 +131,7 @@ def memory_pass_share(run: Callable[[], Any], calls: int = 3) -> float:
 
 def _ratios(samples: dict[str, list[list[float]]], name: str, scale: float = 1.0, ref: str = REFERENCE) -> list[float]:
     """Per round: median time of `name` / median time of `ref` (default: the reference conv), divided by `scale`."""
-    return [statistics.median(a) / statistics.median(b) / scale for a, b in zip(samples[name], samples[ref])]
+    return round_ratios(samples[name], samples[ref], scale)
 
 
 def feature_shape(scale: str, level: str, imgsz: int) -> tuple[int, int]:
@@ -178,10 +156,10 @@ def measure_level(args: argparse.Namespace, scale: str, level: str, names: list[
         torch.manual_seed(0)
         train = factories[name](c).train()
         folded = _fold(copy.deepcopy(train)).eval()
-        infer[name], step[name] = _infer_fn(folded, x), _step_fn(train, x, grad)
+        infer[name], step[name] = infer_fn(folded, x), backward_fn(train, x, grad)
         if args.compile:
-            infer[f"{name} compiled"] = _infer_fn(torch.compile(folded, fullgraph=True), x)
-            step[f"{name} compiled"] = _step_fn(torch.compile(train, fullgraph=True), x, grad)
+            infer[f"{name} compiled"] = infer_fn(torch.compile(folded, fullgraph=True), x)
+            step[f"{name} compiled"] = backward_fn(torch.compile(train, fullgraph=True), x, grad)
             infer[f"{name} compiled"](), step[f"{name} compiled"]()  # compile now, outside the timed rounds
         rows.append(
             {
@@ -203,7 +181,7 @@ def measure_level(args: argparse.Namespace, scale: str, level: str, names: list[
     for row in rows:
         name, flop_ratio = row["operator"], row["flops"] / ref_flops
         for key, timed in samples.items():
-            row[f"{key}_ms"] = statistics.median(t for r in timed[name] for t in r)
+            row[f"{key}_ms"] = median_of_all(timed[name])
             row[f"{key}_samples_ms"] = timed[name]
             row[f"{key}_time_ratios"] = _ratios(timed, name)
             row[f"{key}_flop_ratios"] = _ratios(timed, name, flop_ratio)
@@ -261,15 +239,12 @@ def markdown(rows: list[dict[str, Any]], settings: dict, machine: dict) -> str:
                 else f"{med['infer_compiled_flop_ratios']:.2f}× / {med['train_compiled_flop_ratios']:.2f}×"
             )
         lines.append("| " + " | ".join(cells) + " |")
-    s, load = settings, machine.get("loadavg_start")
-    v = ", ".join(f"{k} {val}" for k, val in machine["versions"].items())
+    s = settings
     return "\n".join(
         [
             "# yolo_attn operators",
             "",
-            f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']} RAM; {v}. "
-            + (f"Load average at start {load[0]:.2f}, at end {machine['loadavg_end'][0]:.2f}. " if load else "")
-            + f"Run {s['started']}, {s['total_seconds'] / 60:.1f} min.",
+            f"{machine_line(machine)} Run {s['started']}, {s['total_seconds'] / 60:.1f} min.",
             "",
             *lines,
             "",
@@ -314,7 +289,7 @@ def main(args: argparse.Namespace) -> int:
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     with torch_threads(args.threads):
         rows = [r for scale in args.scales for level in args.levels for r in measure_level(args, scale, level, names)]
-    machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    machine["loadavg_end"] = load_average()
     settings = {**vars(args), "started": started, "total_seconds": time.perf_counter() - t0}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,75 +1,15 @@
-"""Output of the models mode: Markdown tables, chart, raw JSON and CSV; seed statistics."""
+"""Output of the models mode: Markdown tables (benchmark.md, cost.md), chart, raw JSON and CSV."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
-import statistics
 from pathlib import Path
 
+from yolo_attn.bench.stats import format_delta, mean_sd, noise_test
+from yolo_attn.bench.text import machine_line, plural
 from yolo_attn.bench.zoo import Entry
-
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
-
-
-def noise_test(a: list[float], b: list[float]) -> tuple[float, float, bool | None]:
-    """Difference of means a - b, its 95% half-width (Welch's t), and whether it is inside that noise band.
-
-    The band is t(0.975, df) x sqrt(sd_a^2 / n_a + sd_b^2 / n_b), with Welch-Satterthwaite df; None with fewer than
-    two seeds per side (no spread to compare with).
-    """
-    diff = statistics.fmean(a) - statistics.fmean(b)
-    if len(a) < 2 or len(b) < 2:
-        return diff, float("nan"), None
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return diff, 0.0, diff == 0
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va and vb else len(a) + len(b) - 2
-    t = _T975.get(max(1, int(df)), 2.0 if df < 60 else 1.96)
-    return diff, t * se, abs(diff) <= t * se
-
-
-def paired_test(a: list[float], b: list[float]) -> tuple[float, float, bool | None]:
-    """Mean of the per-seed differences a[i] - b[i], its 95% half-width (paired t), and whether it is inside it.
-
-    For runs that share everything but the model (same seed, data order, augmentation and starting weights), the
-    seed-to-seed spread cancels in the differences, so this band is much tighter than Welch's. None with fewer than
-    two pairs.
-    """
-    diffs = [x - y for x, y in zip(a, b)]
-    diff = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return diff, float("nan"), None
-    band = _T975.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return diff, band, abs(diff) <= band
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def format_delta(diff: float, band: float, inside: bool | None, digits: int = 3) -> str:
-    """Return a difference with its 95% band and verdict; with one seed (`inside` None) the difference alone.
-
-    One seed gives no spread, so no band and no better/worse: the difference could be noise of any size.
-    """
-    if inside is None:
-        return f"{diff:+.{digits}f} (1 seed: no band, no verdict)"
-    verdict = "inside the noise" if inside else ("better" if diff > 0 else "worse")
-    return f"{diff:+.{digits}f} ± {band:.{digits}f}: {verdict}"
-
-
-def duration(seconds: float) -> str:
-    """Return a duration for progress lines: 45 s, 3.2 min, 1.5 h."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def _fmt_ms(e: Entry, key: str) -> str:
@@ -121,6 +61,7 @@ def flops_table(entries: list[Entry], imgsz: int) -> list[str]:
 
 
 def write_markdown(entries: list[Entry], settings: dict, machine: dict, path: Path) -> None:
+    """Write `benchmark.md`: the main table, the method and the GFLOPs table."""
     stock = {e.family: e for e in entries if e.stock}
     s = settings
     compiled, openvino = bool(s.get("compile")), bool(s.get("openvino"))
@@ -152,26 +93,21 @@ def write_markdown(entries: list[Entry], settings: dict, machine: dict, path: Pa
             _fmt_delta(e, stock.get(e.family)),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    v = machine["versions"]
-    load = machine.get("loadavg_start")
     text = [
         "# yolo_attn benchmark",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']} RAM, {machine['os']}; "
-        + ", ".join(f"{k} {val}" for k, val in v.items())
-        + (f". Load average at start {load[0]:.2f}, at end {machine['loadavg_end'][0]:.2f}." if load else ".")
-        + f" Run {s['started']}, {s['total_seconds'] / 60:.1f} min in all.",
+        f"{machine_line(machine)} Run {s['started']}, {s['total_seconds'] / 60:.1f} min in all.",
         "",
         *lines,
         "",
         f"- Models at scale n as built from their YAMLs (nc = 80), fused (Conv+BN folded) for params, FLOPs and "
-        f"inference; batch 1, {s['imgsz_latency']}×{s['imgsz_latency']} input, {_n(s['threads'], 'thread')}.",
+        f"inference; batch 1, {s['imgsz_latency']}×{s['imgsz_latency']} input, {plural(s['threads'], 'thread')}.",
         "- GFLOPs Ultralytics: `get_flops` (what `model.info()` prints: THOP layer rules, extrapolated from small "
         "proxy images). GFLOPs full: every multiply-accumulate of convolutions, matrix products and attention as 2 "
         "FLOPs (the same convention), plus the elementwise arithmetic, reductions and normalisations that THOP has no "
         "rule for, counted at the real input size (`yolo_attn.benchmark.count_flops`).",
-        f"- Latency: median over {s['rounds']} interleaved rounds × {_n(s['runs'], 'run')} (after "
-        f"{_n(s['warmup'], 'warm-up run')} per model and round); in brackets the ratio to the stock model of the "
+        f"- Latency: median over {s['rounds']} interleaved rounds × {plural(s['runs'], 'run')} (after "
+        f"{plural(s['warmup'], 'warm-up run')} per model and round); in brackets the ratio to the stock model of the "
         "same family (median of per-round ratios). "
         f"ONNX: Ultralytics' exporter (`format=onnx simplify=True`, static {s['imgsz_latency']}² shape), "
         "ONNX Runtime CPU provider."
@@ -188,18 +124,18 @@ def write_markdown(entries: list[Entry], settings: dict, machine: dict, path: Pa
             else ""
         ),
         f"- Train step: forward + loss + backward + SGD step on a fixed random batch of {s['step_batch']}×3×"
-        f"{s['imgsz_step']}² with 8 boxes per image; {s['step_rounds']} rounds × {_n(s['step_runs'], 'step')}.",
+        f"{s['imgsz_step']}² with 8 boxes per image; {s['step_rounds']} rounds × {plural(s['step_runs'], 'step')}.",
     ]
     if s.get("train"):
         recipe = " ".join(f"{k}={val}" for k, val in s["train_args"].items())
         text.append(
             f"- mAP50 / mAP50-95 on the val split of `{s['data']}` after training from scratch: "
-            f"{_n(s['epochs'], 'epoch')} at imgsz {s['imgsz_train']}, batch {s['batch']}, fraction {s['fraction']} of "
-            "the train split"
+            f"{plural(s['epochs'], 'epoch')} at imgsz {s['imgsz_train']}, batch {s['batch']}, fraction "
+            f"{s['fraction']} of the train split"
             + (f", `{recipe}`" if recipe else "")
             + f", otherwise Ultralytics' defaults; seeds {s['seeds']} with `deterministic=True`, {s['jobs']} runs at a "
-            f"time, {_n(s['threads'], 'thread')} each. Mean ± sample standard deviation over seeds. Δ: difference of "
-            "the mAP50-95 means to the stock model of the family ± the 95% band of that difference (Welch t); "
+            f"time, {plural(s['threads'], 'thread')} each. Mean ± sample standard deviation over seeds. Δ: difference "
+            "of the mAP50-95 means to the stock model of the family ± the 95% band of that difference (Welch t); "
             "'inside the noise' means these seeds cannot tell the two models apart. One run took "
             f"{s.get('train_seconds_mean', float('nan')):.0f} s ({s.get('train_cpu_seconds_mean', float('nan')):.0f} "
             "CPU s) on average. The budget is short: it shows how fast a model starts to learn this data set, not how "
@@ -292,14 +228,13 @@ def scaling_table(entries: list[Entry], sizes: list[int]) -> list[str]:
 
 def write_cost_tables(entries: list[Entry], settings: dict, machine: dict, path: Path) -> None:
     """`cost.md`: the cost table (the README's) and, with several image sizes or peak memory, the scaling table."""
-    s, load = settings, machine.get("loadavg_start")
+    s = settings
     text = [
         "# yolo_attn: cost against the stock model",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores"
-        + (f"; load average at start {load[0]:.2f}, at end {machine['loadavg_end'][0]:.2f}" if load else "")
-        + f". Run {s['started']}. Batch 1, {s['imgsz_latency']}² input, {_n(s['threads'], 'thread')}, fused eval "
-        f"models; train step: batch {s['step_batch']} at {s['imgsz_step']}².",
+        f"{machine_line(machine)} Run {s['started']}. Batch 1, {s['imgsz_latency']}² input, "
+        f"{plural(s['threads'], 'thread')}, fused eval models; train step: batch {s['step_batch']} at "
+        f"{s['imgsz_step']}².",
         "",
         *cost_table(entries),
         "",
@@ -325,6 +260,7 @@ def write_cost_tables(entries: list[Entry], settings: dict, machine: dict, path:
 
 
 def write_chart(entries: list[Entry], path: Path) -> None:
+    """Write `benchmark.png`: mAP (or GFLOPs) against the latency ratio, and the time ratios per model."""
     from matplotlib.figure import Figure  # no pyplot: the caller's matplotlib backend stays as it was
 
     colors = {f: c for f, c in zip(dict.fromkeys(e.family for e in entries), ("tab:blue", "tab:orange", "tab:green"))}
@@ -371,6 +307,7 @@ def write_chart(entries: list[Entry], path: Path) -> None:
 
 
 def write_raw(entries: list[Entry], settings: dict, machine: dict, out: Path) -> None:
+    """Write `benchmark.json` (every sample and setting) and `benchmark.csv` (one row per model) into `out`."""
     raw = {
         "settings": settings,
         "machine": machine,

@@ -61,8 +61,16 @@ def interleaved(
     return samples
 
 
+def load_average() -> list[float] | None:
+    """Return the 1, 5 and 15 minute load averages, or None where the OS has none."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU, cores, memory, OS and package versions of this machine."""
+    """CPU, cores, memory, OS and package versions of this machine, and the load average now (`loadavg_start`).
+
+    `text.machine_line` words it for the reports; a mode adds `loadavg_end` (`load_average()`) when it is done.
+    """
     import torch
     import ultralytics
 
@@ -90,5 +98,5 @@ def machine_info() -> dict[str, Any]:
         "memory": mem,
         "os": platform.platform(),
         "versions": versions,
-        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "loadavg_start": load_average(),
     }
