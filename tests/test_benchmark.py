@@ -436,7 +436,7 @@ def test_progress_reports_time_left_and_never_goes_quiet():
     progress.tick()
     assert lines[-1] == "benchmark: pretraining epoch 2/2 (61 s, about 33 s left)"  # 25 s / 0.6 units, counted down
     progress.update(2, "done", announce=True)
-    assert lines[-1].endswith("(60 s, finishing)")
+    assert lines[-1].endswith("(61 s, finishing)")
     with Progress(1, every=0.05, echo=lines.append) as ticking:  # the ticker thread prints without any update
         time.sleep(0.5)
     assert lines[-1] == "benchmark: starting (0 s, estimating the time left)" and not ticking._ticker.is_alive()
