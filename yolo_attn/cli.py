@@ -102,7 +102,7 @@ def maps(args: list) -> list:
         title = f"{image.name}, imgsz {imgsz}"
         written.append(save_figure(found, imread(str(image)), out / f"{image.stem}.png", title, shared_scale=shared))
     n = len(written)
-    flat = sorted({f"{m.index} {m.name}" for m in found if m.flat})  # of the last image, as a hint to read the PNGs
+    flat = [f"{m.index} {m.name}" for m in found if m.flat]  # of the last image, in model order: a hint for the PNGs
     print(
         f"{len(found)} attention layers drawn on {n} image{'s' * (n != 1)} at imgsz {imgsz}"
         + (f" ({len(flat)} flat on {image.name}: {', '.join(flat)})" if flat else "")
