@@ -167,8 +167,11 @@ def ramp_maps(shared: bool = False) -> tuple:
 
 def test_maps_carry_their_raw_range_contrast_and_flat_flag():
     """Every map carries what its colour bar and title show: the raw min-max over the image, the relative contrast
-    (max − min) / max(|min|, |max|) and the flat flag (contrast below 5 %); a real operator's map too."""
-    assert FLAT_CONTRAST == 0.05
+    (max − min) / max(|min|, |max|) and the flat flag (contrast below 5 %, as `yolo-attn maps --help` says); a real
+    operator's map too."""
+    from yolo_attn.cli import MAPS_HELP
+
+    assert FLAT_CONTRAST == 0.05 and f"below {FLAT_CONTRAST:.0%} is titled FLAT" in MAPS_HELP
     (flat, tilted, wide), _ = ramp_maps()
     assert flat.range == pytest.approx((1.0, 1.001)) and flat.contrast == pytest.approx(1e-3 / 1.001, rel=1e-3)
     assert flat.flat and not flat.uniform and flat.map.max() == pytest.approx(1)  # stretched, but flagged

@@ -50,9 +50,11 @@ def _flow(value: object) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
 
 
+# The 5 % is yolo_attn.maps.FLAT_CONTRAST, written out: importing maps (and torch) would slow every `yolo-attn --help`
+# by seconds; tests/test_maps.py checks that the two agree.
 MAPS_HELP = (
     "each panel has a colour bar in the map's raw units; a map whose relative contrast (max-min)/max(|min|,|max|) is "
-    "below {flat:.0%} is titled FLAT and drawn on a scale widened to that contrast; shared_scale=true (--shared-scale) "
+    "below 5% is titled FLAT and drawn on a scale widened to that contrast; shared_scale=true (--shared-scale) "
     "puts all panels of an image on one absolute scale; imgsz defaults to the checkpoint's training imgsz (640 for a "
     "model YAML)"
 )
@@ -156,13 +158,10 @@ def _main(argv: list) -> None:
     expand = commands.add_parser("expand", help="print (or write) a model YAML expanded as Ultralytics builds it")
     expand.add_argument("model", help="model YAML name or path, e.g. yolo26n-cot.yaml")
     expand.add_argument("-o", "--out", help="write the YAML to this file instead of printing it")
-    from yolo_attn.maps import FLAT_CONTRAST
-
     draw = commands.add_parser(
         "maps",
         help="draw each attention layer's map over images: source=IMG_OR_DIR model=CKPT_OR_YAML [imgsz= ...]",
-        description="Draw each attention layer's map over images (docs/maps.md): "
-        + MAPS_HELP.format(flat=FLAT_CONTRAST),
+        description="Draw each attention layer's map over images (docs/maps.md): " + MAPS_HELP,
     )
     draw.add_argument(
         "args",
