@@ -57,7 +57,17 @@ if __package__:  # imported as a module of its folder (yolo_attn.by_path.import_
 else:  # run as a script (its folder is first on sys.path), or imported by name from its folder
     import safe_build
 
-__all__ = ["RECIPE", "SOURCES", "ensure", "generate", "fetch_wheel", "tile_origins", "tile_boxes", "source_of"]
+__all__ = [
+    "RECIPE",
+    "SOURCES",
+    "ensure",
+    "generate",
+    "fetch_wheel",
+    "read_source",
+    "tile_origins",
+    "tile_boxes",
+    "source_of",
+]
 
 REQUIREMENT = "deepforest==2.1.0"
 WHEEL = "deepforest-2.1.0-py3-none-any.whl"
@@ -116,7 +126,7 @@ def generate(root: str | Path, tile: int = 320, overlap: int = 64) -> Path:
 
 
 def _params(tile: int, overlap: int) -> dict:
-    if not 32 <= tile or not 0 <= overlap < tile:
+    if tile < 32 or not 0 <= overlap < tile:
         raise ValueError(f"need tile >= 32 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
     return {"task": "detect", "source": REQUIREMENT, "tile": int(tile), "overlap": int(overlap)}
 
