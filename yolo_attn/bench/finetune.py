@@ -223,8 +223,8 @@ def main(args: argparse.Namespace) -> int:
         return status
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        kept = f"; kept the stock weights {cached}" if cached.is_file() and not had_cache else ""
-        print(f"yolo-attn-bench: interrupted; {out} holds nothing of this run{kept}", file=sys.stderr, flush=True)
+        done = f"kept only the finished stock weights {cached}" if cached.is_file() and not had_cache else ""
+        print(f"yolo-attn-bench: interrupted; {done or f'wrote nothing to {out}'}", file=sys.stderr, flush=True)
         return 130
     finally:
         shutil.rmtree(work, ignore_errors=True)

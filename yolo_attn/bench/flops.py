@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 
 def _numel(shape) -> int:
@@ -67,7 +68,7 @@ def _flop_mapping() -> dict:
     return mapping
 
 
-def count_flops(model, x=640, by_module: bool = False):
+def count_flops(model: Any, x: Any = 640, by_module: bool = False) -> int | tuple[int, dict[str, int]]:
     """Count the FLOPs of one forward pass of `model`, the attention arithmetic included.
 
     Convention (the one behind Ultralytics' GFLOPs, which are 2 x the multiply-accumulates THOP counts): a

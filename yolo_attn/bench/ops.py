@@ -82,7 +82,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default="runs/yolo_attn_benchmark", help="output folder")
 
 
-def _fold(module):
+def fold_bn(module: Any) -> Any:
     """Fold every Ultralytics Conv's BN into its conv, as `model.fuse()` does for inference."""
     from ultralytics.nn.modules import Conv
     from ultralytics.utils.torch_utils import fuse_conv_and_bn
@@ -129,7 +129,7 @@ def memory_pass_share(run: Callable[[], Any], calls: int = 3) -> float:
     return 1 - gemm / total if total else float("nan")
 
 
-def _ratios(samples: dict[str, list[list[float]]], name: str, scale: float = 1.0, ref: str = REFERENCE) -> list[float]:
+def ratios(samples: dict[str, list[list[float]]], name: str, scale: float = 1.0, ref: str = REFERENCE) -> list[float]:
     """Per round: median time of `name` / median time of `ref` (default: the reference conv), divided by `scale`."""
     return round_ratios(samples[name], samples[ref], scale)
 
@@ -155,7 +155,7 @@ def measure_level(args: argparse.Namespace, scale: str, level: str, names: list[
     for name in [REFERENCE, *names]:
         torch.manual_seed(0)
         train = factories[name](c).train()
-        folded = _fold(copy.deepcopy(train)).eval()
+        folded = fold_bn(copy.deepcopy(train)).eval()
         infer[name], step[name] = infer_fn(folded, x), backward_fn(train, x, grad)
         if args.compile:
             infer[f"{name} compiled"] = infer_fn(torch.compile(folded, fullgraph=True), x)
@@ -183,11 +183,11 @@ def measure_level(args: argparse.Namespace, scale: str, level: str, names: list[
         for key, timed in samples.items():
             row[f"{key}_ms"] = median_of_all(timed[name])
             row[f"{key}_samples_ms"] = timed[name]
-            row[f"{key}_time_ratios"] = _ratios(timed, name)
-            row[f"{key}_flop_ratios"] = _ratios(timed, name, flop_ratio)
+            row[f"{key}_time_ratios"] = ratios(timed, name)
+            row[f"{key}_flop_ratios"] = ratios(timed, name, flop_ratio)
             if args.compile:
-                row[f"{key}_compiled_speedups"] = [1 / r for r in _ratios(timed, f"{name} compiled", ref=name)]
-                row[f"{key}_compiled_flop_ratios"] = _ratios(
+                row[f"{key}_compiled_speedups"] = [1 / r for r in ratios(timed, f"{name} compiled", ref=name)]
+                row[f"{key}_compiled_flop_ratios"] = ratios(
                     timed, f"{name} compiled", flop_ratio, ref=f"{REFERENCE} compiled"
                 )
     return rows

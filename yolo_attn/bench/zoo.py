@@ -62,7 +62,7 @@ def discover(patterns: Iterable[str] | None = None) -> list[Entry]:
     return sorted(entries, key=lambda e: (order[e.family], not e.stock, e.name))
 
 
-def build(entry: Entry):
+def build(entry: Entry) -> Any:
     """Build the model from its YAML (nc from the YAML, 80 for COCO-style YAMLs), quietly."""
     from ultralytics import YOLO
 
