@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from yolo_attn.by_path import import_file
+from yolo_attn.lookup import shipped_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-GEN_FILE = ROOT / "datasets" / "synth_shapes.py"
-TINY_YAML = ROOT / "datasets" / "synth-shapes-tiny.yaml"
+DATASETS = shipped_dir("datasets")  # the checkout's, or the installed wheel's under .ci/run
+GEN_FILE = DATASETS / "synth_shapes.py"
+TINY_YAML = DATASETS / "synth-shapes-tiny.yaml"
 
 ss = import_file(GEN_FILE)
 
@@ -205,7 +206,7 @@ def test_yaml_autobuild_via_ultralytics(tmp_path, plugin):
 def test_dataset_yaml_contents(yaml_file):
     import yaml
 
-    data = yaml.safe_load((ROOT / "datasets" / yaml_file).read_text())
+    data = yaml.safe_load((DATASETS / yaml_file).read_text())
     assert data["train"] == "images/train" and data["val"] == "images/val"
     assert data["names"] == dict(enumerate(ss.CLASS_NAMES))
     assert not Path(data["path"]).is_absolute()
