@@ -27,7 +27,7 @@ def test_startup_hook_is_installed_and_imports_neither_torch_nor_ultralytics(tmp
 def test_autoload_activates_on_ultralytics_import(tmp_path):
     # YOLO_ATTN_AUTOLOAD=0 leaving the parser stock: tests/test_load_hint.py.
     code = "import ultralytics.nn.tasks as t; print(t.parse_model.__module__)"
-    assert run([PY, "-c", code], tmp_path).stdout.split()[-1] == "yolo_attn.registry"
+    assert run([PY, "-c", code], tmp_path).stdout.split()[-1] == "yolo_attn.parser"
 
 
 def test_operator_module_imported_first_still_registers(tmp_path):

@@ -43,8 +43,7 @@ from ultralytics.utils.export.engine import best_onnx_opset
 
 from yolo_attn import AttnConv, CoTAttention
 from yolo_attn.lookup import shipped_dir
-from yolo_attn.operators import BUILTINS
-from yolo_attn.registry import plugin_modules
+from yolo_attn.operators import BUILTINS, plugin_modules
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

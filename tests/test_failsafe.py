@@ -15,7 +15,7 @@ import ultralytics.nn.tasks as tasks
 from helpers import CA_YAML, PY, YOLO_ATTN_BIN, YOLO_BIN, run
 from ultralytics.nn.tasks import DetectionModel
 
-from yolo_attn import compat, patches, register, unregister
+from yolo_attn import compat, failure, patches, register, unregister
 from yolo_attn.lookup import shipped_dir
 
 # The state the inventory touches, as a comparable fingerprint (identity of every bound function and attribute).
@@ -57,7 +57,7 @@ def test_unregister_leaves_exactly_the_state_of_a_process_without_the_plugin(tmp
         used += "yolo_attn.unregister(); yolo_attn.register(); "
     with_plugin = run([PY, "-c", FINGERPRINT + used + "yolo_attn.unregister(); print(fingerprint())"], tmp_path)
     no_plugin = (  # the start-up hook's finder taken out before Ultralytics is imported: the plugin never registers
-        "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'OnImport' not in type(f).__name__]\n"
+        "from yolo_attn import import_watch; import_watch.forget('ultralytics.nn.tasks')\n"
         + FINGERPRINT
         + "from ultralytics import YOLO; YOLO('yolov8n.yaml'); print(fingerprint())"
     )
@@ -87,9 +87,9 @@ IMPORT_ORDER = textwrap.dedent(
     import ultralytics.data.utils, ultralytics.engine.trainer, ultralytics.engine.validator, ultralytics.nn.tasks
     from yolo_attn import patches
     wrapped = sorted(m.__name__ for m in list(sys.modules.values())
-                     if getattr(getattr(m, "check_cls_dataset", None), "__module__", "") == "yolo_attn.registry")
+                     if getattr(getattr(m, "check_cls_dataset", None), "__module__", "") == "yolo_attn.data_checks")
     print(patches.is_registered(), sys.modules["ultralytics.nn.tasks"].parse_model.__module__, wrapped,
-          [type(f).__name__ for f in sys.meta_path if "OnImport" in type(f).__name__])
+          [type(f).__name__ for f in sys.meta_path if type(f).__module__.startswith("yolo_attn")])
     """
 )
 
@@ -105,7 +105,7 @@ IMPORT_ORDER = textwrap.dedent(
 def test_every_import_order_registers_everything_and_leaves_no_finder(tmp_path, first):
     out = run([PY, "-c", IMPORT_ORDER.format(first=first)], tmp_path).stdout.splitlines()[-1]
     every_name = ["ultralytics.data.utils", "ultralytics.engine.trainer", "ultralytics.engine.validator"]
-    assert out == f"True yolo_attn.registry {every_name} []"
+    assert out == f"True yolo_attn.parser {every_name} []"
 
 
 def test_a_patch_that_waited_and_fails_its_check_is_off_alone(tmp_path):
@@ -164,7 +164,7 @@ def test_a_changed_signature_fails_the_whole_transaction_and_leaves_ultralytics_
             k: v for k, v in stock_changed.items() if k not in ("tasks names", "bound")
         }
         changed = set(failed["bound"]) ^ set(stock_changed["bound"])
-        assert all("_install_reporters" in b or b in stock_changed["bound"] for b in changed), changed
+        assert all("install_reporters" in b or b in stock_changed["bound"] for b in changed), changed
         assert set(failed["tasks names"]) - set(stock_changed["tasks names"]) == {
             "CoordAtt",
             "CoTAttention",
@@ -172,13 +172,13 @@ def test_a_changed_signature_fails_the_whole_transaction_and_leaves_ultralytics_
             "C2f_CoT",
             "C3k2_CoT",
         }
-        assert patches.failure() == str(e.value)
+        assert failure.last() == str(e.value)
     finally:
         monkeypatch.undo()
         unregister()
     assert _fingerprint() == stock
     register()
-    assert patches.is_registered() and patches.failure() is None
+    assert patches.is_registered() and failure.last() is None
 
 
 def test_a_failing_install_rolls_back_what_was_installed(monkeypatch):
@@ -196,7 +196,7 @@ def test_a_failing_install_rolls_back_what_was_installed(monkeypatch):
     unregister()
     assert _fingerprint() == stock
     register()
-    assert tasks.parse_model.__module__ == "yolo_attn.registry"
+    assert tasks.parse_model.__module__ == "yolo_attn.parser"
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,10 @@ import ultralytics.nn.tasks as tasks
 from helpers import MODEL_CLASSES
 from ultralytics.nn.tasks import guess_model_task
 
+from yolo_attn import operators
 from yolo_attn.lookup import shipped_dir
-from yolo_attn.registry import LayerError, _is_plugin_row, _n_supplied, plugin_modules
+from yolo_attn.operators import plugin_modules
+from yolo_attn.yaml_checks import LayerError, names_module
 
 N_MUTATIONS = 400  # the exhaustive run; the fast set checks the first FAST_MUTATIONS of the same seeded sequence
 FAST_MUTATIONS = 20
@@ -60,7 +62,7 @@ def _says_what_it_builds(model: torch.nn.Module, d: dict) -> list:
         blocks = list(layer) if type(layer) is torch.nn.Sequential else [layer]
         repeats = max(round(n * depth), 1) if n > 1 else n
         modules = plugin_modules()
-        if name in modules and _n_supplied(modules[name]) == 3:  # CSP block: the repeats are its inner blocks
+        if name in modules and operators.load_row(name).n_supplied == 3:  # CSP block: the repeats are its inner blocks
             blocks = [blocks[0]] * len(blocks[0].m)
         if type(blocks[0]).__name__ != name.split(".")[-1] or (name in modules and len(blocks) != repeats):
             wrong.append(f"layer {i}: YAML {name} x{repeats}, built {type(blocks[0]).__name__} x{len(blocks)}")
@@ -79,7 +81,7 @@ def test_mutated_yamls_build_and_run_or_name_their_row(n_mutations):
         d = {**deepcopy(bases[name]), "scale": "n"}
         what = _mutate(d, rng)
         rows = [*d["backbone"], *d["head"]]
-        if not any(_is_plugin_row(row, plugin_modules()) for row in rows):
+        if not any(names_module(row, plugin_modules()) for row in rows):
             tally["no plugin row left (the stock parser's own business): skipped"] += 1
             continue
         try:

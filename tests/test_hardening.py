@@ -19,10 +19,11 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import YAML
 
 import yolo_attn
-from yolo_attn import autoload, register, registry, unregister
+from yolo_attn import autoload, data_checks, import_watch, operators, register, unregister
 from yolo_attn.cot import PooledBatchNorm2d
 from yolo_attn.lookup import shipped_dir
-from yolo_attn.registry import LayerError, _n_supplied, plugin_modules
+from yolo_attn.operators import plugin_modules
+from yolo_attn.yaml_checks import LayerError
 
 LAYER = 5  # the first CoordAtt row of yolov8-ca.yaml; 64 channels at scale n
 
@@ -34,12 +35,19 @@ def _yaml(row: list) -> dict:
     return d
 
 
+def n_supplied(name: str) -> int:
+    """How many leading constructor arguments the parser supplies for module `name` (its table row says)."""
+    return operators.load_row(name).n_supplied
+
+
 def _options() -> list:
     """Return (module name, option parameter, its position in the YAML args) for every option of every plugin module."""
     return [
         (name, p, k)
         for name, cls in plugin_modules().items()
-        for k, p in enumerate(list(inspect.signature(cls).parameters.values())[_n_supplied(cls) :], start=1)
+        for k, p in enumerate(
+            list(inspect.signature(cls).parameters.values())[operators.load_row(name).n_supplied :], start=1
+        )
     ]
 
 
@@ -49,7 +57,7 @@ IDS = [f"{name}.{p.name}" for name, p, _ in OPTIONS]
 
 def _row(name: str, k: int, value) -> list:
     """A layer-5 row for `name` whose k-th YAML argument is `value` (earlier options at their defaults)."""
-    params = list(inspect.signature(plugin_modules()[name]).parameters.values())[_n_supplied(plugin_modules()[name]) :]
+    params = list(inspect.signature(plugin_modules()[name]).parameters.values())[n_supplied(name) :]
     return [-1, 1, name, [256, *(p.default for p in params[: k - 1]), value]]
 
 
@@ -184,18 +192,22 @@ def test_offline_font_lookup_returns_at_once_without_a_request(monkeypatch):
 def test_online_font_lookup_is_the_stock_one(monkeypatch):
     calls = []
     monkeypatch.delenv("YOLO_OFFLINE")
-    registry.make_check_font(calls.append)("Arial.ttf")  # the wrapper around a stand-in for the stock function
+    data_checks.make_check_font(calls.append)("Arial.ttf")  # the wrapper around a stand-in for the stock function
     assert calls == ["Arial.ttf"]
 
 
-def test_autoload_does_not_import_registry_at_module_level_and_unregister_cancels_it():
+def test_autoload_imports_only_the_import_watch_at_module_level_and_unregister_cancels_it():
     tree = ast.parse(Path(autoload.__file__).read_text())
     top_imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    assert all("registry" not in ast.dump(n) for n in top_imports)
-    sys.meta_path.insert(0, autoload._RegisterOnImport())
-    unregister()
+    assert [getattr(n, "module", None) for n in top_imports] == ["yolo_attn.import_watch"]
+    calls = []
+    pending = import_watch.when_imported("no_such_module_yolo_attn_test", lambda: calls.append("pending"))
+    assert any(type(f).__module__ == import_watch.__name__ for f in sys.meta_path)
+    pending.cancel()
+    unregister()  # also cancels a registration still waiting for the parser's import
     try:
-        assert not any(isinstance(f, autoload._RegisterOnImport) for f in sys.meta_path)
+        assert not any(type(f).__module__ == import_watch.__name__ for f in sys.meta_path)
+        assert calls == []
     finally:
         register()
 

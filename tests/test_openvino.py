@@ -36,7 +36,7 @@ from ultralytics import YOLO
 from ultralytics.nn.modules import Classify
 
 from yolo_attn.lookup import shipped_dir
-from yolo_attn.registry import plugin_modules
+from yolo_attn.operators import plugin_modules
 
 # OpenVINO sends usage telemetry (a request from a subprocess, and a consent file in ~/intel) when it is imported and
 # when it converts a model, unless it runs in CI: its own opt-out. Ultralytics does not read `CI`.

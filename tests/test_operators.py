@@ -11,11 +11,11 @@ import pytest
 import torch
 from helpers import PY, YOLO_ATTN_BIN, YOLO_BIN, outputs, run
 from torch import nn
-from ultralytics.nn.tasks import DetectionModel
+from ultralytics.nn.tasks import DetectionModel, parse_model, yaml_model_load
 
 from yolo_attn import operators, register_module
 from yolo_attn.operators import RegistrationError
-from yolo_attn.registry import LayerError
+from yolo_attn.yaml_checks import LayerError
 
 SE_SOURCE = textwrap.dedent(
     """
@@ -51,6 +51,14 @@ def make_package(root, entry_points: str) -> dict:
 _script = {"__name__": __name__}
 exec(SE_SOURCE, _script)
 SEBlock = _script["SEBlock"]  # the same block, as a user's script defines it, registered in-process
+
+
+@pytest.fixture(autouse=True)
+def own_table():
+    """Each test sees the built-in rows and its own registrations only: a package installed beside the plugin that
+    provides a module of the same name (an `SEBlock` entry point) must not change what these tests see."""
+    with operators.isolated():
+        yield
 
 
 @pytest.fixture
@@ -132,6 +140,38 @@ def test_registration_errors_name_the_module_and_its_origin(cls, kwargs, match):
     assert operators.get(kwargs.get("name", cls.__name__)) is None or kwargs.get("name") == "CoordAtt"
 
 
+class Gate(nn.Module):
+    """A channel-keeping gate taking one int option."""
+
+    def __init__(self, c1: int, c2: int, reduction: int = 4):
+        super().__init__()
+        self.fc = nn.Conv2d(c1, c2, 1)
+
+    def forward(self, x):
+        return x * self.fc(x).sigmoid()
+
+
+@pytest.mark.parametrize("name", ["Gate", "MyGate"])
+def test_a_module_gets_the_same_checks_under_another_yaml_name(tmp_path, name):
+    register_module(Gate, name=name)
+    op = operators.get(name)
+    assert op.cls is Gate and op.keeps_channels is True and op.n_supplied == 2
+    yaml = "nc: 2\nbackbone:\n  - [-1, 1, Conv, [64, 3, 2]]\n  - [-1, 1, {m}, [{args}]]\n"
+    yaml += "head:\n  - [-1, 1, Conv, [8, 1]]\n"  # the parser alone builds it: no Detect head needed for the checks
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.format(m=name, args="64, 8"))
+    built, _ = parse_model(yaml_model_load(str(good)), 3, verbose=False)
+    assert type(built[1]) is Gate and built[1].type.endswith(f".{name}")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.format(m=name, args="32"))  # c2 32 != its input's 64: the named channel check
+    with pytest.raises(LayerError, match=rf"layer 1 \({name}\): {name} keeps the channel count, but its input has 64"):
+        parse_model(yaml_model_load(str(bad)), 3, verbose=False)
+    typed = tmp_path / "typed.yaml"
+    typed.write_text(yaml.format(m=name, args="64, 2.5"))
+    with pytest.raises(LayerError, match=rf"layer 1 \({name}\): option reduction=2\.5 is a float; expected int"):
+        parse_model(yaml_model_load(str(typed)), 3, verbose=False)
+
+
 def test_a_module_that_changes_channels_registers_but_is_not_insertable(tmp_path):
     register_module(Widen)
     try:
@@ -197,7 +237,7 @@ def test_entry_point_module_exports_to_onnx_matching_pytorch_and_takes_every_sto
     code = textwrap.dedent(
         """
         import torch
-        from ultralytics.nn.tasks import DetectionModel
+        from ultralytics.nn.tasks import DetectionModel, parse_model, yaml_model_load
         from ultralytics.utils import LOGGER
         stock = DetectionModel("yolo11n.yaml", verbose=False)
         held = []

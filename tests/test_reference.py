@@ -11,8 +11,8 @@ from ultralytics import YOLO
 from ultralytics.nn import tasks
 from ultralytics.utils import YAML
 
+from yolo_attn.operators import plugin_modules
 from yolo_attn.reference import INSERTABLE, MULTI_OUTPUT_MODULES, InsertionError, expand
-from yolo_attn.registry import plugin_modules
 
 STOCK_YAMLS = sorted((Path(ultralytics.__file__).parent / "cfg" / "models").rglob("*.yaml"))
 REFERENCE_CLASSES = {  # the conftest classes plus the tasks of newer releases

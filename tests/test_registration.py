@@ -13,7 +13,7 @@ from ultralytics.nn.tasks import ClassificationModel, DetectionModel, OBBModel, 
 from ultralytics.utils import YAML
 
 from yolo_attn import CoordAtt, register, unregister
-from yolo_attn.registry import LayerError
+from yolo_attn.yaml_checks import LayerError
 
 STOCK_YAMLS = sorted((Path(ultralytics.__file__).parent / "cfg" / "models").rglob("*.yaml"))
 
@@ -31,7 +31,7 @@ def _build_and_run(path: Path):
 
 @pytest.mark.parametrize("path", sampled(STOCK_YAMLS, STOCK_SAMPLE), ids=lambda p: p.name)
 def test_stock_yaml_builds_exactly_as_without_plugin(path):
-    assert tasks.parse_model.__module__ == "yolo_attn.registry"
+    assert tasks.parse_model.__module__ == "yolo_attn.parser"
     with_plugin = _build_and_run(path)
     unregister()
     try:

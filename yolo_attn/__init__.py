@@ -8,8 +8,7 @@ the operator table (`yolo_attn.operators`).
 
 from yolo_attn.autoload import activate
 from yolo_attn.operators import BUILTINS, EXPORTS
-
-__version__ = "0.1.0"
+from yolo_attn.version import __version__
 
 _LAZY = {
     **{op.name: op.module for op in BUILTINS},
@@ -18,12 +17,12 @@ _LAZY = {
     "unregister": "yolo_attn.patches",
     "register_module": "yolo_attn.operators",
     "RegistrationError": "yolo_attn.operators",
-    "RegistrationFailed": "yolo_attn.patches",
+    "RegistrationFailed": "yolo_attn.failure",
     "attention_maps": "yolo_attn.maps",
     "AttentionMap": "yolo_attn.maps",
 }
 
-__all__ = ["activate", *_LAZY]
+__all__ = ["__version__", "activate", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -118,16 +118,17 @@ def doctor() -> str:
     import ultralytics.nn.tasks  # noqa: F401  (the start-up hook registers on this import)
 
     from yolo_attn import patches
+    from yolo_attn.doctor import report
 
     patches.register_safely()
-    return patches.report() + "\n\n" + modules_table() + "\n"
+    return report() + "\n\n" + modules_table() + "\n"
 
 
 def modules_table() -> str:
     """Return the operator table: YAML name, insertable by reference, twin, class and origin (entry points read)."""
     from yolo_attn import operators
 
-    operators.scan_entry_points() if not operators._scanned else None
+    operators.scan_entry_points()
     lines = ["modules (YAML name, insertable by reference, CSP twin of, class, origin):"]
     for op in operators.rows():
         if op.cls is None and op.error is None:

@@ -119,3 +119,11 @@ def patch(tasks) -> None:
     """Wrap `tasks.torch_safe_load` (Ultralytics' `ultralytics.nn.tasks` module). Idempotent."""
     if getattr(tasks, "torch_safe_load", None) is not None:
         tasks.torch_safe_load = wrap(tasks.torch_safe_load)
+
+
+def wrap_resolving(torch_safe_load):
+    """`wrap` for the registered plugin: a safe-load refusal naming operator-table rows (entry points) loads them and
+    retries. Only the plugin's inventory calls this; the hook-off copy of this file never does."""
+    from yolo_attn import operators
+
+    return wrap(torch_safe_load, on_refused=operators.resolve_classes)

@@ -1,16 +1,24 @@
 """The operator table: every module a model YAML may name beyond Ultralytics' own, built-in or from other packages.
 
-One row per YAML name: where the class lives (imported only when needed), where the row comes from, whether the module
-keeps its input's channel count (then it may be inserted by reference with `[]` args and `c2` left out) and which stock
-block it is a CSP twin of (then `replace:` may swap it in). The built-ins are rows like any other; other packages add
-rows with `register_module(cls)` in-process, or with an entry point in the group `yolo_attn.modules`
-(`SEBlock = "se_pkg.blocks:SEBlock"`), which is scanned only when a YAML or checkpoint names a module the table does
-not hold, so start-up costs nothing. Exports, insertion, twins, the safe-load allow-list and the benchmark read it.
+One row per YAML name is the one description of how a module is built: where the class lives (imported only when
+needed), where the row comes from, whether the module keeps its input's channel count (then it may be inserted by
+reference with `[]` args and `c2` left out), which stock block it is a CSP twin of (then `replace:` may swap it in),
+and, derived once when the class is loaded, the stock module the parser builds in its place (`stand_in`) and how many
+leading constructor arguments the parser supplies (`n_supplied`). The checks, the substitution and the build receive
+the row itself, so a module registered under another YAML name is treated exactly as under its own.
+
+The built-ins are rows like any other; other packages add rows with `register_module(cls)` in-process, or with an
+entry point in the group `yolo_attn.modules` (`SEBlock = "se_pkg.blocks:SEBlock"`), which is scanned only when a YAML
+or checkpoint names a module the table does not hold, so start-up costs nothing. Exports, insertion, twins, the
+safe-load allow-list and the benchmark read it. Whoever must act when a row becomes usable or is removed (the parser
+namespace, torch's allow-list) subscribes (`subscribe`); the table calls no one by name.
 
 Only the standard library is imported at module level: `yolo_attn/__init__.py` reads `BUILTINS` at every start-up.
 """
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 
 GROUP = "yolo_attn.modules"  # entry-point group: name = YAML name, value = "package.module:Class"
 BUILTIN = "yolo_attn (built-in)"
@@ -38,6 +46,9 @@ class Operator:
         self.keeps_channels, self.twin_of = keeps_channels, twin_of
         self.cls: type | None = None
         self.error: str | None = None  # why the row cannot be used; raised when a YAML or checkpoint names it
+        # Derived once when the class is loaded (`load`, `register_module`):
+        self.stand_in: type | None = None  # the stock module the parser builds in its place (`Conv` or the twin)
+        self.n_supplied = 2  # leading constructor arguments the parser supplies: (c1, c2), or (c1, c2, n) for a twin
 
     @property
     def module(self) -> str:
@@ -59,6 +70,7 @@ EXPORTS = {"CoTBottleneck": "yolo_attn.cot"}  # public classes that are parts of
 
 _table: dict = {op.name: op for op in BUILTINS}  # YAML name -> Operator
 _scanned: list = []  # non-empty once the entry points were read (one bookkeeping style: module-level containers)
+_listeners: list = []  # called with (row, usable) when a row becomes usable (True) or is removed (False)
 
 
 def rows() -> list:
@@ -66,15 +78,38 @@ def rows() -> list:
     return list(_table.values())
 
 
+def holds(name: object) -> bool:
+    """Return whether the table holds a row named `name` now (no entry-point scan)."""
+    return isinstance(name, str) and name in _table
+
+
 def get(name: str) -> Operator | None:
     """Return the row of a YAML name, reading the entry points once on a miss; None for a name no row has."""
-    if name not in _table and not _scanned and isinstance(name, str):
+    if name not in _table and isinstance(name, str):
         scan_entry_points()
     return _table.get(name)
 
 
+def find(name: object) -> Operator | None:
+    """Return the row a model YAML's module name refers to, or None (Ultralytics' own modules, unknown names).
+
+    A row the table holds wins (after registration the built-ins are in Ultralytics' namespace too); a name Ultralytics
+    does not define is looked up among the entry points (scanned once per process); `nn.*`/`torchvision.*` are stock.
+    """
+    if not isinstance(name, str) or name.startswith(("nn.", "torchvision.")):
+        return None
+    if name in _table:
+        return _table[name]
+    import ultralytics.nn.tasks as tasks
+
+    return None if name in vars(tasks) else get(name)
+
+
 def scan_entry_points() -> None:
-    """Add a row for each entry point of the group `yolo_attn.modules` (imports nothing of the packages)."""
+    """Add a row for each entry point of the group `yolo_attn.modules` (once per process; imports nothing of the
+    packages)."""
+    if _scanned:
+        return
     from importlib.metadata import entry_points
 
     _scanned.append(True)
@@ -115,11 +150,17 @@ def load(name: str) -> type:
                 op.cls = cls
             except RegistrationError as e:
                 op.error = str(e)
-        if op.cls is not None and op.origin != BUILTIN:
-            _allow(op.cls)
+        if op.cls is not None:
+            _notify(op, usable=True)
     if op.error:
         raise RegistrationError(op.error)
     return op.cls
+
+
+def load_row(name: str) -> Operator:
+    """Return the row of a YAML name with its class loaded (see `load`)."""
+    load(name)
+    return _table[name]
 
 
 def loaded() -> dict:
@@ -127,9 +168,74 @@ def loaded() -> dict:
     return {op.name: op.cls for op in _table.values() if op.cls is not None}
 
 
+def loaded_rows() -> list:
+    """Return every row whose class is already imported (no import, no entry-point scan)."""
+    return [op for op in _table.values() if op.cls is not None]
+
+
 def builtin_modules() -> dict:
     """Return YAML name -> class of the built-in rows (imports the operator modules)."""
     return {op.name: load(op.name) for op in BUILTINS}
+
+
+def plugin_modules() -> dict:
+    """Return YAML name -> class of the built-in modules and of every other row already loaded."""
+    return {**builtin_modules(), **loaded()}
+
+
+def resolve_classes(class_paths: list) -> bool:
+    """Load the rows whose classes are named by `class_paths` ("package.module.Class", as a checkpoint pickles them);
+    return whether any became usable (a safe-load refusal then retries)."""
+    scan_entry_points()
+    found = False
+    for op in rows():
+        if op.cls is None and op.error is None and op.target.replace(":", ".") in class_paths:
+            try:
+                load(op.name)
+                found = True
+            except RegistrationError:
+                pass
+    return found
+
+
+@contextlib.contextmanager
+def isolated(entry_points: bool = False) -> Iterator[None]:
+    """Run a block against a table of the built-in rows only, restored afterwards (for tests and tools that must not
+    depend on what else is installed).
+
+    Rows registered inside the block are removed at its end (their listeners told so); the entry points of installed
+    packages are not read inside unless `entry_points` is True.
+    """
+    table, scanned = dict(_table), list(_scanned)
+    _table.clear()
+    _table.update({op.name: op for op in BUILTINS})
+    _scanned[:] = [] if entry_points else [True]
+    try:
+        yield
+    finally:
+        for op in [op for name, op in _table.items() if table.get(name) is not op]:
+            _notify(op, usable=False)
+        _table.clear()
+        _table.update(table)
+        _scanned[:] = scanned
+
+
+def subscribe(listener: Callable) -> None:
+    """Call `listener(row, usable)` whenever a row becomes usable (its class loaded or registered: True) or is
+    removed (False). The patches that give rows a place in Ultralytics (parser namespace, allow-list) subscribe."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def unsubscribe(listener: Callable) -> None:
+    """Stop calling `listener`."""
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+def _notify(op: Operator, usable: bool) -> None:
+    for listener in list(_listeners):
+        listener(op, usable)
 
 
 def insertable() -> tuple:
@@ -174,16 +280,14 @@ def register_module(
     _validate(op, cls)
     op.cls = cls
     _table[name] = op
-    _allow(cls)
+    _notify(op, usable=True)
     return cls
 
 
 def unregister_module(name: str) -> None:
     """Remove a row added by `register_module` (built-in rows stay)."""
     if name in _table and _table[name].origin.startswith("register_module"):
-        del _table[name]
-        if "yolo_attn.patches" in sys.modules:
-            sys.modules["yolo_attn.patches"].retract_operator(name)
+        _notify(_table.pop(name), usable=False)
 
 
 def _validate(op: Operator, cls: type) -> None:
@@ -212,9 +316,7 @@ def _validate(op: Operator, cls: type) -> None:
             f"{who}: {cls.__name__}{sig} does not take (c1, c2) first; Ultralytics builds every layer as "
             f"cls(c1, c2, *options) with c1 the input and c2 the output channels"
         )
-    if op.twin_of is None:
-        stock = next((b for b in cls.__mro__[1:] if b.__module__.startswith("ultralytics.")), None)
-        op.twin_of = stock.__name__ if stock is not None and stock.__name__ != "Conv" else None
+    _derive_stand_in(op, cls)
     if op.origin == BUILTIN or op.twin_of:
         op.keeps_channels = bool(op.keeps_channels)
         return
@@ -226,6 +328,31 @@ def _validate(op: Operator, cls: type) -> None:
         )
     if op.keeps_channels is None:
         op.keeps_channels = keeps is True
+
+
+def _derive_stand_in(op: Operator, cls: type) -> None:
+    """Fill in the stock module the parser builds for the row (`stand_in`), its twin and `n_supplied`.
+
+    A declared twin names the stock block; otherwise the class's first Ultralytics base is the twin, unless that is
+    `Conv` (a plain `(c1, c2)` layer, like any class without an Ultralytics base).
+    """
+    from ultralytics.nn.modules import Conv
+
+    if op.twin_of is None:
+        stock = next((b for b in cls.__mro__[1:] if b.__module__.startswith("ultralytics.")), None)
+        op.twin_of = stock.__name__ if stock is not None and stock is not Conv else None
+    if op.twin_of:
+        import ultralytics.nn.tasks as tasks
+
+        twin = vars(tasks).get(op.twin_of)
+        if not isinstance(twin, type):
+            raise RegistrationError(
+                f"module {op.name} from {op.origin}: twin_of={op.twin_of!r} names no Ultralytics block; expected the "
+                f"name of the stock block it is a CSP twin of (e.g. 'C2f')"
+            )
+        op.stand_in, op.n_supplied = twin, 3
+    else:
+        op.stand_in, op.n_supplied = Conv, 2
 
 
 def _probe_keeps_channels(cls: type):
@@ -252,12 +379,6 @@ def _ultralytics_has(name: str) -> str:
     if obj is not None and not getattr(obj, "__module__", "").startswith("yolo_attn"):
         return f"{getattr(obj, '__module__', 'ultralytics.nn.tasks')}.{name}"
     return ""
-
-
-def _allow(cls: type) -> None:
-    """Put a resolved third-party class on torch's safe-load allow-list and the parser's namespace (if registered)."""
-    if "yolo_attn.patches" in sys.modules:
-        sys.modules["yolo_attn.patches"].extend_operator(cls)
 
 
 def _warn(message: str) -> None:

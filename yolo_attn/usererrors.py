@@ -15,8 +15,7 @@ HELP = "show the full traceback of an error instead of one line (for debugging a
 def user_errors() -> tuple:
     """Return the exception types that report a user's mistake (imported late: they live beside heavy imports)."""
     from yolo_attn.reference import InsertionError
-    from yolo_attn.registry import LayerError
-    from yolo_attn.yaml_checks import UnknownKeyError
+    from yolo_attn.yaml_checks import LayerError, UnknownKeyError
 
     return LayerError, InsertionError, UnknownKeyError, FileNotFoundError
 

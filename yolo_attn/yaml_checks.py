@@ -5,7 +5,8 @@
   by reference, or in full with plugin modules) every top-level key must be one Ultralytics or the plugin reads, else
   an `UnknownKeyError` names the closest known key; a YAML without plugin modules keeps Ultralytics' behaviour.
 - Rows naming plugin modules: a `LayerError` names the layer, the module and what was expected: the row's shape, its
-  `from` indices, `c2`, and every option against the module's constructor annotations.
+  `from` indices, `c2`, and every option against the module's constructor annotations. The checks read the operator
+  table's row of each module (`operators.Operator`: channel behaviour, arguments the parser supplies).
 """
 
 import ast
@@ -16,8 +17,6 @@ import inspect
 import sys
 import types
 import typing
-
-from ultralytics.nn.modules import Conv
 
 from yolo_attn import operators
 
@@ -85,34 +84,18 @@ class LayerError(ValueError):
     """A model YAML row that uses a plugin module wrongly; the message names the layer, module and expectation."""
 
 
-def _stand_in(cls: type) -> type:
-    """Return the stock module the parser builds in place of `cls`: its Ultralytics base block, else `Conv`."""
-    return next((base for base in cls.__mro__[1:] if base.__module__.startswith("ultralytics.")), Conv)
+def yaml_signature(op: operators.Operator) -> str:
+    """Describe the YAML arguments of a row's module: its constructor without what the parser supplies."""
+    params = list(inspect.signature(op.cls).parameters.values())
+    return "[c2" + "".join(f", {p}" for p in params[op.n_supplied :]) + "]"
 
 
-def _keeps_channels(name: str) -> bool:
-    """Return whether the operator table says module `name` keeps its input's channel count."""
-    op = operators.get(name)
-    return bool(op and op.keeps_channels)
+def names_module(row, names: object) -> bool:
+    """Return whether a YAML row names one of `names` (a malformed row may; `check_rows` then names it)."""
+    return isinstance(row, (list, tuple)) and len(row) > 2 and isinstance(row[2], str) and row[2] in names
 
 
-def _n_supplied(cls: type) -> int:
-    """Return how many leading constructor arguments the parser supplies: (c1, c2) or, for CSP blocks, (c1, c2, n)."""
-    return 2 if _stand_in(cls) is Conv else 3
-
-
-def _yaml_signature(cls: type) -> str:
-    """Describe the YAML arguments of `cls`: its constructor without the channels/repeats the parser supplies."""
-    params = list(inspect.signature(cls).parameters.values())
-    return "[c2" + "".join(f", {p}" for p in params[_n_supplied(cls) :]) + "]"
-
-
-def _is_plugin_row(row, modules: dict[str, type]) -> bool:
-    """Return whether a YAML row names a plugin module (a malformed row may; `_check_rows` then names it)."""
-    return isinstance(row, (list, tuple)) and len(row) > 2 and isinstance(row[2], str) and row[2] in modules
-
-
-def _parser_names(d: dict) -> dict:
+def parser_names(d: dict) -> dict:
     """Return the parser variables a string argument may name (`"nc"`, `"width"`, ...) with the parser's values."""
     depth, width, max_channels = d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0), float("inf")
     scale = d.get("scale") or next(iter(d.get("scales") or {}), None)
@@ -122,7 +105,7 @@ def _parser_names(d: dict) -> dict:
     return {**names, "scale": scale, "depth": depth, "width": width, "max_channels": max_channels}
 
 
-def _literal_args(args: list, names: dict) -> list:
+def literal_args(args: list, names: dict) -> list:
     """Return a copy of a plugin row's arguments with strings evaluated as the stock parser evaluates them.
 
     The parser turns a string into the value of a parser variable it names (`"nc"`) or its Python literal (`"None"`,
@@ -171,21 +154,22 @@ def _option_types(cls: type) -> dict:
         return {}
 
 
-def _check_options(i: int, name: str, cls: type, args: list) -> None:
+def _check_options(i: int, op: operators.Operator, args: list) -> None:
     """Raise a `LayerError` naming the option and expected type for a YAML option that does not fit its annotation."""
+    name, cls = op.name, op.cls
     hints = _option_types(cls)
-    params = list(inspect.signature(cls).parameters.values())[_n_supplied(cls) :]
+    params = list(inspect.signature(cls).parameters.values())[op.n_supplied :]
     for param, value in zip(params, args[1:]):
         annotation = hints.get(param.name, param.annotation)
         if not _fits(value, annotation):
             expected = inspect.formatannotation(annotation)
             raise LayerError(
                 f"layer {i} ({name}): option {param.name}={value!r} is a {type(value).__name__}; expected {expected} "
-                f"(arguments {_yaml_signature(cls)})"
+                f"(arguments {yaml_signature(op)})"
             )
 
 
-def _check_shape(i: int, row) -> None:
+def check_shape(i: int, row) -> None:
     """Raise a `LayerError` naming row `i` unless it is `[from, repeats, module, [args]]`, repeats a positive int."""
     if not isinstance(row, (list, tuple)) or len(row) != 4 or not isinstance(row[2], str):
         raise LayerError(
@@ -201,8 +185,13 @@ def _check_shape(i: int, row) -> None:
         raise LayerError(f"layer {i} ({name}): repeats {n!r} is not a positive int; expected 1, 2, 3, ...")
 
 
-def _check_rows(rows: list, modules: dict[str, type]) -> None:
-    """Validate `from` indices of every row and the arguments of plugin rows before the parser sees them."""
+def check_rows(rows: list, ops: dict) -> None:
+    """Validate `from` indices of every row and the arguments of plugin rows before the parser sees them.
+
+    Args:
+        rows (list): The YAML's rows (backbone then head), each already checked by `check_shape`.
+        ops (dict): YAML name -> `operators.Operator` (class loaded) of the plugin modules the rows name.
+    """
     for i, (f, _, name, args) in enumerate(rows):
         first, last = (-1, 0) if i == 0 else (-i, i - 1)
         for x in f if isinstance(f, list) else [f]:
@@ -212,9 +201,9 @@ def _check_rows(rows: list, modules: dict[str, type]) -> None:
                     f"expected -1 (the previous layer), a negative offset down to {-max(i, 1)}, "
                     f"or a layer index 0..{max(i - 1, 0)}"
                 )
-        if name in modules:
-            cls = modules[name]
-            expected = _yaml_signature(cls)
+        if name in ops:
+            op = ops[name]
+            expected = yaml_signature(op)
             if not isinstance(f, int):
                 raise LayerError(
                     f"layer {i} ({name}): 'from' {f!r} lists several layers, but {name} takes one input; expected "
@@ -227,15 +216,15 @@ def _check_rows(rows: list, modules: dict[str, type]) -> None:
                     f"layer {i} ({name}): c2 {args[0]!r} is not a positive int; expected {expected} with c2 the "
                     f"unscaled output channels"
                 )
-            if args[0] is None and (not _keeps_channels(name) or f != -1):
+            if args[0] is None and (not op.keeps_channels or f != -1):
                 raise LayerError(
                     f"layer {i} ({name}): c2 null (keep the input's channels) works for the channel-keeping modules "
                     f"({', '.join(operators.insertable())}) reading the previous layer (from -1); expected an int c2"
                 )
             try:
-                inspect.signature(cls).bind(*[0] * _n_supplied(cls), *args[1:])
+                inspect.signature(op.cls).bind(*[0] * op.n_supplied, *args[1:])
             except TypeError as e:
                 raise LayerError(
                     f"layer {i} ({name}): arguments {args} do not fit ({e}); expected {expected}"
                 ) from None
-            _check_options(i, name, cls, args)
+            _check_options(i, op, args)

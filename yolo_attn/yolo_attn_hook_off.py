@@ -19,6 +19,8 @@ class _HintOnImport:
     the spec like any finder; `busy` keeps the two from asking each other in a circle.
     """
 
+    yolo_attn_hook_off = True  # how the plugin's `unregister()` recognises this finder (no import of this module)
+
     def __init__(self):
         self.busy = False
 
@@ -61,7 +63,7 @@ def install() -> None:
     """Patch now if Ultralytics' tasks module is loaded, otherwise as soon as it is imported. Idempotent."""
     if TARGET in sys.modules:
         _loadhint().patch(sys.modules[TARGET])
-    elif not any(type(f).__name__ == "_HintOnImport" for f in sys.meta_path):
+    elif not any(isinstance(f, _HintOnImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _HintOnImport())
 
 

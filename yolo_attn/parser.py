@@ -2,52 +2,32 @@
 
 Ultralytics' `parse_model` injects input channels, width scaling and repeats only for modules on its private list.
 Rather than re-implement it, the plugin wraps it: each plugin row is handed to the stock parser as a stand-in it
-already understands (`Conv` for a channel-keeping or plain `(c1, c2)` layer, the stock block for a CSP twin such as
-C2f_CoT), and the real module is built from the channels, repeats and activation the parser gave the stand-in, then
-swapped in. A YAML that names no plugin module goes straight to the stock parser.
+already understands (the row's `stand_in`: `Conv` for a channel-keeping or plain `(c1, c2)` layer, the stock block for
+a CSP twin such as C2f_CoT), and the real module is built from the channels, repeats and activation the parser gave
+the stand-in, then swapped in. A YAML that names no plugin module goes straight to the stock parser.
 
-The wrappers here are installed and removed by `yolo_attn.patches` (the inventory); the row checks live in
-`yolo_attn.yaml_checks`, the operator table in `yolo_attn.operators`. `register`, `unregister`, `LayerError` and
-`plugin_modules` stay importable from here.
+The walk of a YAML: the table's rows for its module names (`operators`), the row checks (`yaml_checks`), the
+substitution and the stock parse, the build of each plugin row from its table row, a probe forward. Installed and
+removed by the inventory (`yolo_attn.patches`).
 """
 
 import copy
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 from ultralytics.nn.modules import C3k2, Conv
 from ultralytics.nn.modules.block import C3k
-from ultralytics.utils import LOGGER, USER_CONFIG_DIR
+from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import initialize_weights
 
 from yolo_attn import compat, operators
-from yolo_attn.lookup import find_shipped
-from yolo_attn.patches import register, unregister  # noqa: F401  (the public names' old home)
-from yolo_attn.reference import InsertionError, expand, is_reference, with_layer_map
-from yolo_attn.synth_data import ensure_cls_dataset, ensure_yaml_dataset
-from yolo_attn.yaml_checks import (  # noqa: F401  (re-exported: tests and users import them from here)
-    LayerError,
-    _check_rows,
-    _check_shape,
-    _is_plugin_row,
-    _literal_args,
-    _n_supplied,
-    _parser_names,
-    _stand_in,
-    check_plugin_yaml,
-)
+from yolo_attn.yaml_checks import LayerError, check_rows, check_shape, literal_args, parser_names
 
 
-def plugin_modules() -> dict:
-    """Return the YAML name -> class of the built-in modules and of every other table row already loaded."""
-    return {**operators.builtin_modules(), **operators.loaded()}
-
-
-def _row_modules(rows: list) -> dict:
-    """Return YAML name -> class of the plugin modules a YAML's rows name (entry points resolved on a miss).
+def row_operators(rows: list) -> dict:
+    """Return YAML name -> table row (class loaded) of the plugin modules a YAML's rows name.
 
     Raises:
         LayerError: A row names a table module that cannot be used (its import failed, it is invalid), or a YOLO26
@@ -56,50 +36,50 @@ def _row_modules(rows: list) -> dict:
     import ultralytics.nn.tasks as tasks
 
     out = {}
-    stock = vars(tasks)
     for i, row in enumerate(rows):
         name = row[2] if isinstance(row, (list, tuple)) and len(row) > 2 else None
-        if not isinstance(name, str) or name in out or name.startswith(("nn.", "torchvision.")):
+        if name in out:
             continue
-        op = operators.get(name) if name in operators._table or name not in stock else None
+        op = operators.find(name)
         if op is not None:
             try:
-                out[name] = operators.load(name)
+                out[name] = operators.load_row(name)
             except operators.RegistrationError as e:
                 raise LayerError(f"layer {i} ({name}): {e}") from None
-        elif name in compat.YOLO26_MODULES and name not in stock:
+        elif name in compat.YOLO26_MODULES and name not in vars(tasks):
             raise LayerError(f"layer {i} ({name}): {compat.yolo26_message(f'this model ({name} head)')}")
     return out
 
 
-def _stock_options(cls: type, stand_in: type, options: list) -> list:
+def _stock_options(op: operators.Operator, options: list) -> list:
     """Return a twin's YAML options as the installed stock block's options (by name; see `compat.bind_to`)."""
-    names = list(inspect.signature(cls).parameters)[3:]
-    return compat.bind_to(stand_in, names, list(options))
+    names = list(inspect.signature(op.cls).parameters)[op.n_supplied :]
+    return compat.bind_to(op.stand_in, names, list(options))
 
 
-def _substitute(rows: list, modules: dict) -> list:
+def _substitute(rows: list, ops: dict) -> list:
     """Return the rows with every plugin module replaced by its stand-in."""
     out = []
     for f, n, name, args in rows:
-        if name in modules:
-            cls = modules[name]
-            stand_in = _stand_in(cls)
+        if name in ops:
+            op = ops[name]
             if args[0] is None:  # the parser gives BatchNorm2d its input's channels and keeps them
                 name, args = "nn.BatchNorm2d", []
-            elif stand_in is Conv:
+            elif op.stand_in is Conv:
                 name, args = "Conv", [args[0]]
             else:  # a twin: its options, as the installed stock block names them
-                name, args = stand_in.__name__, [args[0], *_stock_options(cls, stand_in, args[1:])]
+                name, args = op.stand_in.__name__, [args[0], *_stock_options(op, args[1:])]
         out.append([f, n, name, args])
     return out
 
 
-def _build(cls: type, stand_in: nn.Module, yaml_args: list, i: int, act: nn.Module, layer_scale: float | None) -> tuple:
+def _build(
+    op: operators.Operator, stand_in: nn.Module, yaml_args: list, i: int, act: nn.Module, layer_scale: float | None
+) -> tuple:
     """Build the plugin module for layer `i` from what the parser gave its stand-in.
 
     Args:
-        cls (type): The plugin module.
+        op (operators.Operator): The table row of the plugin module (class loaded).
         stand_in (nn.Module): What the stock parser built for the row.
         yaml_args (list): The row's YAML arguments.
         i (int): Layer index.
@@ -109,7 +89,7 @@ def _build(cls: type, stand_in: nn.Module, yaml_args: list, i: int, act: nn.Modu
     Returns:
         (nn.Module, list, int): The module (an `nn.Sequential` for repeats), its constructor arguments and repeats.
     """
-    name = cls.__name__
+    name, cls = op.name, op.cls
     if isinstance(stand_in, (Conv, nn.BatchNorm2d, nn.Sequential)):  # (c1, c2) layer; repeats: a Sequential
         first = stand_in[0] if isinstance(stand_in, nn.Sequential) else stand_in
         if isinstance(first, nn.BatchNorm2d):  # c2 null: the input's channels
@@ -117,7 +97,7 @@ def _build(cls: type, stand_in: nn.Module, yaml_args: list, i: int, act: nn.Modu
         else:
             c1, c2 = first.conv.in_channels, first.conv.out_channels
         repeats = len(stand_in) if isinstance(stand_in, nn.Sequential) else 1
-        keeps = operators.get(name) is not None and operators.get(name).keeps_channels
+        keeps = op.keeps_channels
         if keeps and c1 != c2 and c1 % 8:  # widths scale to multiples of 8: no c2 matches (the image at layer 0)
             where = "the input image" if i == 0 else "its input"
             raise LayerError(
@@ -171,17 +151,17 @@ def _parse_model(original: Callable, default_act: nn.Module, d: dict, ch, verbos
     import ultralytics.nn.tasks as tasks
 
     rows = [*d["backbone"], *d["head"]]
-    modules = _row_modules(rows)
-    if not modules:
+    ops = row_operators(rows)
+    if not ops:
         return original(d, ch, verbose)
     act = compat.yaml_activation(d.get("activation"), tasks, default_act)
     for i, row in enumerate(rows):
-        _check_shape(i, row)
-    names = _parser_names(d)
-    rows = [[*row[:3], _literal_args(row[3], names)] if row[2] in modules else row for row in rows]
-    _check_rows(rows, modules)
-    plugin_rows = {i: row for i, row in enumerate(rows) if row[2] in modules}
-    stand_in_rows = _substitute(rows, modules)
+        check_shape(i, row)
+    names = parser_names(d)
+    rows = [[*row[:3], literal_args(row[3], names)] if row[2] in ops else row for row in rows]
+    check_rows(rows, ops)
+    plugin_rows = {i: row for i, row in enumerate(rows) if row[2] in ops}
+    stand_in_rows = _substitute(rows, ops)
     nb = len(d["backbone"])
     stand_in_d = {**d, "backbone": stand_in_rows[:nb], "head": stand_in_rows[nb:]}
     previous_act = Conv.default_act
@@ -195,10 +175,11 @@ def _parse_model(original: Callable, default_act: nn.Module, d: dict, ch, verbos
             raise _parser_error(original, e, stand_in_d, ch, rows) from e
         built = {}
         for i, (f, _, name, args) in plugin_rows.items():
-            module, module_args, repeats = _build(modules[name], model[i], args, i, act, d.get("layer_scale"))
+            op = ops[name]
+            module, module_args, repeats = _build(op, model[i], args, i, act, d.get("layer_scale"))
             _yolo_bn_settings(module)
             module.np = sum(p.numel() for p in module.parameters())
-            module.i, module.f, module.type = i, f, f"{modules[name].__module__}.{name}"
+            module.i, module.f, module.type = i, f, f"{op.cls.__module__}.{name}"
             model[i] = module
             built[i] = (repeats, module_args)
     finally:
@@ -294,82 +275,3 @@ def _yolo_bn_settings(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.BatchNorm2d) and type(m) is not nn.BatchNorm2d:
             m.eps, m.momentum = probe.eps, probe.momentum
-
-
-def make_yaml_model_load(original: Callable) -> Callable:
-    """Return Ultralytics' `yaml_model_load` that expands YAMLs written by reference and records plugin layer maps."""
-
-    def yaml_model_load(path):
-        """Ultralytics' `yaml_model_load` (wrapped by yolo_attn: `base:`/`insert:`/`replace:` and layer maps)."""
-        d = original(path)
-        rows = [row for part in ("backbone", "head") if isinstance(d.get(part), list) for row in d[part]]
-        check_plugin_yaml(d, _row_modules(rows))  # a misspelled key (`insrt:`) would silently build another model
-        if is_reference(d):
-            if compat.is_yolo26_name(d["base"]) and not compat.has_yolo26():
-                raise InsertionError(compat.yolo26_message(f"base {d['base']!r} of {Path(str(path)).name}"))
-            expanded = expand(d, yaml_model_load, _insertable_modules(d))  # a base may itself be a plugin YAML
-            d = {**expanded, "scale": d["scale"], "yaml_file": d["yaml_file"]}
-        return with_layer_map(d)
-
-    yaml_model_load.__wrapped__ = original
-    return yaml_model_load
-
-
-def _insertable_modules(d: dict) -> dict:
-    """Return YAML name -> class for the modules a by-reference YAML inserts or swaps in (resolved from the table)."""
-    names = {e[1] for key in ("insert", "replace") for e in (d.get(key) or []) if isinstance(e, list) and len(e) > 1}
-    out = {}
-    for name in names:
-        if isinstance(name, str) and operators.get(name) is not None:
-            try:
-                out[name] = operators.load(name)
-            except operators.RegistrationError as e:
-                raise InsertionError(str(e)) from None
-    return out
-
-
-def make_check_cls_dataset(original: Callable) -> Callable:
-    """Return Ultralytics' `check_cls_dataset` that builds, or rebuilds when damaged, a generated classification set."""
-
-    def check_cls_dataset(dataset, *args, **kwargs):
-        """Ultralytics' `check_cls_dataset` (wrapped by yolo_attn: generated sets built offline and checked)."""
-        ensure_cls_dataset(dataset)
-        return original(dataset, *args, **kwargs)
-
-    check_cls_dataset.__wrapped__ = original
-    return check_cls_dataset
-
-
-def make_check_file(original: Callable) -> Callable:
-    """Return Ultralytics' `check_file` that also finds the plugin's shipped YAMLs by bare name."""
-
-    def check_file(file, *args, **kwargs):
-        """Ultralytics' `check_file` (wrapped by yolo_attn: shipped YAMLs by bare name, generated sets checked)."""
-        return ensure_yaml_dataset(original(find_shipped(file) or file, *args, **kwargs))
-
-    check_file.__wrapped__ = original
-    return check_file
-
-
-def make_check_font(original: Callable) -> Callable:
-    """Return Ultralytics' `check_font`, except that with `YOLO_OFFLINE` set it makes no download attempt.
-
-    The stock function ignores `YOLO_OFFLINE` and tries a 3 s request for a missing font, about 10 times per training
-    run. Offline, a font that is already there (Ultralytics' config dir, matplotlib's font list) is returned as usual;
-    otherwise None, on which Ultralytics' plotting uses PIL's built-in font, as after a failed download.
-    """
-
-    def check_font(font: str = "Arial.ttf"):
-        """Ultralytics' `check_font` (wrapped by yolo_attn: no download attempt under YOLO_OFFLINE)."""
-        if not compat.env_bool("YOLO_OFFLINE"):
-            return original(font)
-        from matplotlib import font_manager
-
-        file = USER_CONFIG_DIR / Path(font).name
-        if file.exists():
-            return file
-        fonts = font_manager.fontManager.ttflist
-        return next((f.fname for f in fonts if font in f.fname and Path(f.fname).exists()), None)
-
-    check_font.__wrapped__ = original
-    return check_font
