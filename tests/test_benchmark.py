@@ -404,7 +404,8 @@ def test_finetune_quick_preset_end_to_end(tmp_path):
     proc = subprocess.run([BENCH_BIN, "finetune", "--preset", "quick", "--out", tmp_path / "out"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=3600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "pretraining epoch 1/5" in proc.stdout and "left)" in proc.stdout  # progress with an estimate
+    epochs = PRESETS["quick"]["pretrain_epochs"]
+    assert f"pretraining epoch 1/{epochs}" in proc.stdout and "left)" in proc.stdout  # progress with an estimate
     assert "[1/6]" in proc.stdout and "[6/6]" in proc.stdout  # 3 models x 2 seeds, one line per run
     text = (tmp_path / "out" / "finetune.md").read_text()
     assert [line.split("|")[1].strip(" *") for line in text.splitlines() if line.startswith("| yolov8n")] == [

@@ -52,7 +52,7 @@ RUN_UNITS = 0.3  # progress: a fine-tuning run's start-up and two validations, i
 PRESETS = {  # --preset NAME: other defaults; an option given on the command line (with another value) wins
     "quick": {
         "models": ["{family}n-ca", "{family}n-cot"],
-        "pretrain_epochs": 5,
+        "pretrain_epochs": 3,
         "epochs": 1,
         "imgsz": 128,
         "seeds": 2,
@@ -83,7 +83,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        help=f"quick: 2 variants, 5 pretraining epochs, 1 fine-tuning epoch, 2 seeds at 128 px (about "
+        help=f"quick: 2 variants, 3 pretraining epochs, 1 fine-tuning epoch, 2 seeds at 128 px (about "
         f"{PRESET_MINUTES['quick']} min on 2 idle CPU cores; tries the pipeline, too small to rank anything); options "
         "given explicitly win",
     )
