@@ -484,6 +484,17 @@ def test_ctrl_c_stops_in_one_line_and_leaves_nothing_half_made(tmp_path, tiny_da
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_free_threads_leave_out_busy_cores(monkeypatch):
+    """The pretraining run takes the idle cores only: multi-threaded PyTorch on busy cores waits for its threads."""
+    from yolo_attn.bench import timing
+
+    monkeypatch.setattr(timing.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(timing.os, "getloadavg", lambda: (0.3, 0.0, 0.0))
+    assert timing.free_threads(2) == 2 and timing.free_threads(1) == 1
+    monkeypatch.setattr(timing.os, "getloadavg", lambda: (5.0, 0.0, 0.0))
+    assert timing.free_threads(2) == 1
+
+
 # --- the package's shape ------------------------------------------------------------------------------------------
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from yolo_attn.bench.finetune_report import rank_note, write_report
 from yolo_attn.bench.progress import Progress
 from yolo_attn.bench.text import plural
-from yolo_attn.bench.timing import load_average, machine_info, quiet, torch_threads
+from yolo_attn.bench.timing import free_threads, load_average, machine_info, quiet, torch_threads
 from yolo_attn.bench.train import TrainBudget, parse_train_args, train_all, ultralytics_threads
 from yolo_attn.bench.zoo import Entry, discover
 
@@ -128,10 +128,12 @@ def pretrain(args: argparse.Namespace, work: Path, cached: Path, progress: Progr
     """Train the stock model from scratch in `work`, then cache its best weights at `cached` (written whole)."""
     from ultralytics import YOLO
 
-    threads = args.threads * args.jobs  # the pretraining run is alone: it gets every fine-tuning job's threads
+    wanted = args.threads * args.jobs  # the pretraining run is alone: it gets every fine-tuning job's threads
+    threads = free_threads(wanted) if args.device == "cpu" else wanted
+    busy = f" (of {wanted}: the CPU is busy)" if threads < wanted else ""
     print(
         f"benchmark: training {args.family}n from scratch, {plural(args.pretrain_epochs, 'epoch')}, "
-        f"{plural(threads, 'thread')}",
+        f"{plural(threads, 'thread')}{busy}",
         flush=True,
     )
     model = YOLO(f"{args.family}n.yaml")
