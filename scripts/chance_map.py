@@ -81,8 +81,9 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     for k in args.k:
         m = np.array([chance(train_wh, val, k, rng) for _ in range(args.draws)])
-        print(f"K={k:4d} random boxes per image: mAP50 {m[:, 0].mean():.4f} ± {m[:, 0].std(ddof=1):.4f}, "
-              f"mAP50-95 {m[:, 1].mean():.4f} ± {m[:, 1].std(ddof=1):.4f} (mean ± sd over {args.draws} draws)")  # fmt: skip
+        (m50, m), (s50, s) = m.mean(0), m.std(0, ddof=1)
+        print(f"K={k:4d} random boxes per image: mAP50 {m50:.4f} ± {s50:.4f}, mAP50-95 {m:.4f} ± {s:.4f} "
+              f"(mean ± sd over {args.draws} draws)")  # fmt: skip
 
 
 if __name__ == "__main__":
