@@ -20,6 +20,10 @@ import sys
 PLUGIN = "yolo_attn"
 
 
+class CheckpointModuleMissing(ModuleNotFoundError):
+    """A checkpoint holds a layer whose module this process cannot import; the message says how to provide it."""
+
+
 def _is_plugin_name(name) -> bool:
     return isinstance(name, str) and (name == PLUGIN or name.startswith(PLUGIN + "."))
 
@@ -123,7 +127,100 @@ def patch(tasks) -> None:
 
 def wrap_resolving(torch_safe_load):
     """`wrap` for the registered plugin: a safe-load refusal naming operator-table rows (entry points) loads them and
-    retries. Only the plugin's inventory calls this; the hook-off copy of this file never does."""
+    retries, and a checkpoint holding a layer whose module this process cannot import says which and how to provide
+    it before Ultralytics would try to pip-install a package of that name. Only the plugin's inventory calls this; the
+    hook-off copy of this file never does."""
     from yolo_attn import operators
 
-    return wrap(torch_safe_load, on_refused=operators.resolve_classes)
+    hinted = wrap(torch_safe_load, on_refused=operators.resolve_classes)
+
+    def torch_safe_load_checked(weight, *args, **kwargs):
+        missing = missing_layers(weight)
+        if missing:
+            raise CheckpointModuleMissing(_missing_message(weight, missing), name=missing[0][1].rpartition(".")[0])
+        return hinted(weight, *args, **kwargs)
+
+    torch_safe_load_checked.__wrapped__ = torch_safe_load
+    torch_safe_load_checked.__doc__ = torch_safe_load.__doc__
+    return torch_safe_load_checked
+
+
+def missing_layers(weight) -> list:
+    """Return (layer index, class path, YAML name) for each model layer of checkpoint `weight` whose class this
+    process cannot import; empty when every class resolves (the usual case: one read of the pickle's globals).
+
+    A layer built from a YAML name that is not Ultralytics' own came through the plugin (`register_module` or an entry
+    point), so such a class is a plugin module the process lacks, not a missing pip requirement.
+    """
+    try:
+        import torch
+
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(weight))
+    except Exception:
+        return []
+    absent = {n.rpartition(".")[0] for n in names if not _resolves(*n.rpartition(".")[::2])}
+    if not absent:
+        return []
+    try:
+        ckpt = _load_with_stand_ins(weight, absent)
+    except Exception:
+        return []
+    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
+    layers = getattr(getattr(model, "_modules", {}).get("model"), "_modules", {})
+    out = []
+    for i, layer in layers.items():
+        cls = type(layer)
+        if cls.__module__ in absent:
+            yaml_name = str(getattr(layer, "type", cls.__name__)).rpartition(".")[2]
+            out.append((int(i), f"{cls.__module__}.{cls.__qualname__}", yaml_name))
+    return out
+
+
+def _resolves(module: str, name: str) -> bool:
+    """Whether `module.name` can be imported here without importing anything new but `module`'s finder lookup."""
+    import importlib.util
+
+    if module == "__main__":
+        return hasattr(sys.modules.get("__main__"), name)
+    try:
+        return module in sys.modules or importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+class _StandIn:
+    """An object of a class the process cannot import, with its pickled state (read, never run)."""
+
+    def __setstate__(self, state):
+        self.__dict__.update(state if isinstance(state, dict) else {})
+
+
+def _load_with_stand_ins(weight, absent: set):
+    """Load a checkpoint with `_StandIn` subclasses for the classes of the modules in `absent`."""
+    import pickle
+    import types
+
+    import torch
+
+    made = {}
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if module in absent:
+                return made.setdefault((module, name), type(name, (_StandIn,), {"__module__": module}))
+            return super().find_class(module, name)
+
+    module = types.SimpleNamespace(Unpickler=Unpickler, load=pickle.load, __name__="pickle")
+    return torch.load(str(weight), map_location="cpu", weights_only=False, pickle_module=module)
+
+
+def _missing_message(weight, missing: list) -> str:
+    i, path, yaml_name = missing[0]
+    module, _, cls = path.rpartition(".")
+    more = f" (and {len(missing) - 1} more layers)" if len(missing) > 1 else ""
+    return (
+        f"{weight}: layer {i} ({yaml_name}) is {path}{more}, a module added to yolo_attn where the model was built, "
+        f"and this process cannot import {module!r}. Provide it before loading: install the package that declares "
+        f"{yaml_name} in the `yolo_attn.modules` entry points, or import {module!r} and call "
+        f"yolo_attn.register_module({cls}) first"
+    )

@@ -14,6 +14,7 @@ removed by the inventory (`yolo_attn.patches`).
 import copy
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,7 +24,15 @@ from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import initialize_weights
 
 from yolo_attn import compat, operators
-from yolo_attn.yaml_checks import LayerError, check_rows, check_shape, literal_args, parser_names
+from yolo_attn.yaml_checks import (
+    LayerError,
+    check_module_names,
+    check_rows,
+    check_sections,
+    check_shape,
+    literal_args,
+    parser_names,
+)
 
 
 def row_operators(rows: list) -> dict:
@@ -38,7 +47,7 @@ def row_operators(rows: list) -> dict:
     out = {}
     for i, row in enumerate(rows):
         name = row[2] if isinstance(row, (list, tuple)) and len(row) > 2 else None
-        if name in out:
+        if not isinstance(name, str) or name in out:  # a malformed row: `check_shape` names it
             continue
         op = operators.find(name)
         if op is not None:
@@ -140,7 +149,13 @@ def make_parse_model(original: Callable) -> Callable:
 
     def parse_model(d, ch, verbose=True):
         """Ultralytics' `parse_model` (wrapped by yolo_attn: plugin modules in model YAMLs)."""
-        return _parse_model(original, default_act, d, ch, verbose)
+        try:
+            return _parse_model(original, default_act, d, ch, verbose)
+        except LayerError as e:  # name the file too: `yolo train` reports the message in one line
+            source = d.get("yaml_file") if isinstance(d, dict) else None
+            if source and e.args and not str(e.args[0]).startswith(f"{Path(source).name}: "):
+                e.args = (f"{Path(source).name}: {e.args[0]}", *e.args[1:])
+            raise
 
     parse_model.__wrapped__ = original
     return parse_model
@@ -150,7 +165,9 @@ def _parse_model(original: Callable, default_act: nn.Module, d: dict, ch, verbos
     """Parse a model YAML dict as Ultralytics does, building plugin rows through stand-ins (see the module doc)."""
     import ultralytics.nn.tasks as tasks
 
+    check_sections(d, Path(d.get("yaml_file") or "the model YAML").name)
     rows = [*d["backbone"], *d["head"]]
+    check_module_names(rows, vars(tasks))  # else a bare KeyError from the stock parser
     ops = row_operators(rows)
     if not ops:
         return original(d, ch, verbose)

@@ -305,6 +305,34 @@ class HookOffHint(Patch):
         return undo
 
 
+class OneLineErrors(Patch):
+    """`sys.excepthook`: a plugin user error that nothing caught (under `yolo train`, in a script) prints one line."""
+
+    def __init__(self):
+        super().__init__(
+            "one-line errors",
+            "sys.excepthook",
+            "a YAML or checkpoint mistake the plugin names reads as one line under `yolo`, not a 30-line traceback "
+            "(YOLO_ATTN_TRACEBACK=1 shows it)",
+            "none",
+        )
+
+    def install(self) -> Callable[[], None]:
+        from yolo_attn.usererrors import make_excepthook
+
+        original = sys.excepthook
+        hook = make_excepthook(original)
+        sys.excepthook = hook
+        self.bound = ["sys.excepthook"]
+
+        def undo() -> None:
+            if sys.excepthook is hook:
+                sys.excepthook = original
+            self.bound = []
+
+        return undo
+
+
 class PluginImports(Patch):
     """Not a change: the plugin's own modules import on this release (their imports of Ultralytics names)."""
 
@@ -385,6 +413,7 @@ INVENTORY = (
     BaseModelLoad(),
     ParserNamespace(),
     SafeGlobals(),
+    OneLineErrors(),
 )
 
 

@@ -20,6 +20,7 @@ inserted), relative to the stock model without plugin layers. Weight transfer re
 `model.yaml`, it survives checkpoints. YAMLs written out in full get it derived by `with_layer_map()`.
 """
 
+import difflib
 import inspect
 from collections.abc import Callable
 
@@ -81,6 +82,11 @@ def _insert_args(k: int, entry: list, module: type, args: object) -> list:
     )
 
 
+def _did_you_mean(name: object) -> str:
+    guess = difflib.get_close_matches(str(name), [op.name for op in operators.rows()], n=1, cutoff=0.6)
+    return f"did you mean {guess[0]!r}? " if guess else ""
+
+
 def expand(d: dict, load_base: Callable[[str], dict], modules: dict[str, type]) -> dict:
     """Expand a YAML dict written by reference into ordinary Ultralytics YAML with its layer map.
 
@@ -119,7 +125,7 @@ def expand(d: dict, load_base: Callable[[str], dict], modules: dict[str, type]) 
                 + (
                     f"{name} does not keep its input's channel count, so it cannot be inserted by reference; "
                     if known
-                    else f"unknown module {name!r}; "
+                    else f"unknown module {name!r}; " + _did_you_mean(name)
                 )
                 + f"expected one of {', '.join(operators.insertable())}"
             )

@@ -14,6 +14,7 @@ import collections.abc
 import contextlib
 import difflib
 import inspect
+import os
 import sys
 import types
 import typing
@@ -33,6 +34,12 @@ PLUGIN_KEYS = ("base", "insert", "replace", "layer_scale", "layer_map")
 
 class UnknownKeyError(ValueError):
     """A top-level key of a plugin model YAML that neither Ultralytics nor the plugin reads."""
+
+
+class MissingSectionError(UnknownKeyError, KeyError):
+    """A model YAML without its `backbone:` or `head:` section (a `KeyError` too, as Ultralytics raises there)."""
+
+    __str__ = ValueError.__str__  # the message as written, not KeyError's quoted repr
 
 
 def closest(key: str, known: tuple = ULTRALYTICS_KEYS + PLUGIN_KEYS) -> str | None:
@@ -62,6 +69,22 @@ def check_keys(d: dict, source: object = "the model YAML") -> None:
             )
 
 
+def check_sections(d: dict, source: object = "the model YAML") -> None:
+    """Raise `MissingSectionError` when a model YAML written out in full lacks `backbone:` or `head:`, naming the
+    closest unknown key (a misspelled `bakbone:`). YAMLs written by reference (`base:`) have neither."""
+    if not isinstance(d, dict) or "base" in d:
+        return
+    for section in ("backbone", "head"):
+        if not isinstance(d.get(section), list):
+            typo = next((k for k in d if k not in ULTRALYTICS_KEYS + PLUGIN_KEYS and closest(k, (section,))), None)
+            hint = f"did you mean {section!r} for {typo!r}? " if typo else ""
+            what = "is not a list of rows" if section in d else "is missing"
+            raise MissingSectionError(
+                f"{source}: the {section!r} section {what}; {hint}expected `{section}:` followed by rows "
+                f"[from, repeats, module, args] (or `base:` to write the model by reference)"
+            )
+
+
 def uses_plugin(d: dict, modules: object) -> bool:
     """Return whether a loaded model YAML dict is a plugin YAML: it names a `base:` or a plugin module in a row."""
     rows = [row for part in ("backbone", "head") if isinstance(d.get(part), list) for row in d[part]]
@@ -74,7 +97,7 @@ def uses_plugin(d: dict, modules: object) -> bool:
 def check_plugin_yaml(d: dict, modules: object) -> None:
     """Check the top-level keys of `d` when it is a plugin YAML (see `uses_plugin`); leave stock YAMLs alone."""
     if isinstance(d, dict) and uses_plugin(d, modules):
-        check_keys(d, d.get("yaml_file") or "the model YAML")
+        check_keys(d, os.path.basename(str(d.get("yaml_file") or "")) or "the model YAML")
 
 
 # ---- rows naming plugin modules -------------------------------------------------------------------------------------
@@ -82,6 +105,36 @@ def check_plugin_yaml(d: dict, modules: object) -> None:
 
 class LayerError(ValueError):
     """A model YAML row that uses a plugin module wrongly; the message names the layer, module and expectation."""
+
+
+class UnknownModuleError(LayerError, KeyError):
+    """A row names a module neither Ultralytics nor the plugin has (a `KeyError` too, as Ultralytics' parser raises
+    there)."""
+
+    __str__ = ValueError.__str__  # the message as written, not KeyError's quoted repr
+
+
+def check_module_names(rows: list, stock: dict) -> None:
+    """Raise `UnknownModuleError` for the first row whose module neither Ultralytics nor the plugin has.
+
+    Args:
+        rows (list): The YAML's rows (malformed rows are left to `check_shape`).
+        stock (dict): Ultralytics' parser namespace (`vars(ultralytics.nn.tasks)`), where it resolves module names.
+    """
+    for i, row in enumerate(rows):
+        name = row[2] if isinstance(row, (list, tuple)) and len(row) > 2 else None
+        if not isinstance(name, str) or name.startswith(("nn.", "torchvision.")) or name in stock:
+            continue
+        if operators.find(name) is not None:
+            continue
+        plugin = [op.name for op in operators.rows()]
+        ultralytics = sorted(k for k, v in stock.items() if isinstance(v, type) and k[:1].isupper() and k not in plugin)
+        guess = closest(name, tuple(plugin + ultralytics))
+        hint = f"did you mean {guess!r}? " if guess else ""
+        raise UnknownModuleError(
+            f"layer {i} ({name}): unknown module {name!r}; {hint}expected an Ultralytics module (Conv, C2f, ...), "
+            f"nn.<torch module>, or a yolo_attn module ({', '.join(plugin)}; `yolo-attn modules` lists them)"
+        )
 
 
 def yaml_signature(op: operators.Operator) -> str:
