@@ -198,4 +198,7 @@ def test_expand_command_writes_a_yaml_that_builds_the_same_model(tmp_path):
     assert a.yaml["layer_map"] == b.yaml["layer_map"]
     assert [type(m) for m in a.model] == [type(m) for m in b.model]
     printed = run([yolo_attn_bin, "expand", "yolo11n-cls-ca.yaml"], cwd=tmp_path).stdout
-    assert "Classify" in printed and "# 5 (inserted by yolo_attn)" in printed
+    assert "Classify" in printed and "# 5 (new, inserted by yolo_attn" in printed
+    (tmp_path / "y11-ca.yaml").write_text("base: yolo11n.yaml\ninsert:\n  - [4, CoordAtt, []]\n")
+    printed = run([yolo_attn_bin, "expand", "y11-ca.yaml"], cwd=tmp_path).stdout  # c2 null: said what it means
+    assert "[-1, 1, CoordAtt, [null]] # 5 (new, inserted by yolo_attn; c2 null: keeps its input's channels" in printed

@@ -37,11 +37,13 @@ def expanded_yaml(model: str) -> str:
         lines.append(f"{part}:")
         for row in d[part]:
             stock = layer_map[i] if i < len(layer_map) else i
-            note = "inserted by yolo_attn" if stock is None else f"stock layer {stock}"
+            keeps = isinstance(row, list) and len(row) > 3 and row[3][:1] == [None]
+            note = f"stock layer {stock}" if stock is not None else "new, inserted by yolo_attn"
+            note += "; c2 null: keeps its input's channels at every scale" if keeps else ""
             lines.append(f"  - {_flow(row)} # {i}{f' ({note})' if layer_map else ''}")
             i += 1
     if layer_map:
-        lines.append(f"layer_map: {_flow(layer_map)} # stock index of each layer, null = inserted")
+        lines.append(f"layer_map: {_flow(layer_map)} # stock index of each layer; null: a new layer, inserted")
     return "\n".join(lines) + "\n"
 
 
