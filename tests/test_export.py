@@ -235,10 +235,10 @@ def test_fuse_folds_every_conv_bn_pair_in_plugin_layers(all_ops_ckpt):
         for name, m in layer.named_modules()
         if (isinstance(m, Conv) and hasattr(m, "bn")) or isinstance(m, nn.BatchNorm2d)
     }
-    # The only BatchNorm left is CoT's dynamic-context norm: it follows the local aggregation, not a conv.
-    assert left and all(name.endswith("dyn_bn") for name in left), left
-    n_cot = sum(isinstance(m, CoTAttention) for m in fused.modules())
-    assert len(left) == n_cot
+    # Ultralytics folds the Conv+BN pairs; the plugin's fold (yolo_attn.fusion) CoT's dynamic-context norm, which
+    # follows the local aggregation, not a conv.
+    assert left == {}, left
+    assert all(hasattr(m, "dyn_shift") for m in fused.modules() if isinstance(m, CoTAttention))
     xs = [images(IMGSZ, IMGSZ, batch=2), images(*OTHER_SIZES[1])]
     with torch.no_grad():
         for x in map(torch.from_numpy, xs):

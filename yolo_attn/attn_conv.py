@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yolo_attn.fusion import fold_input_affine, scale_outputs
 from yolo_attn.layer_scale import LayerScaled, layer_scale_parameter
 from yolo_attn.tracing import group_norm
 
@@ -51,8 +52,15 @@ class _LocalGroup(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = _depthwise(self.dw, self.qkv(x)).chunk(3, dim=1)  # 3 x (B, g·d, H, W), channel layout (3, g, d)
-        w = torch.tanh(self.gate(q * k) * self.scale)  # (B, g·d, H, W), weights in [-1, 1]
+        logits = self.gate(q * k)
+        w = torch.tanh(logits if self.scale == 1 else logits * self.scale)  # (B, g·d, H, W), weights in [-1, 1]
         return w * v
+
+    def fold_scale(self) -> None:
+        """Fold d^-0.5 into the gate's last conv (exact: tanh follows it); `scale` becomes 1 and is skipped."""
+        if self.scale != 1:
+            scale_outputs(self.gate[-1], torch.full((self.gate[-1].out_channels,), self.scale))
+            self.scale = 1.0
 
 
 def _depthwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -155,6 +163,12 @@ class _GlobalGroup(nn.Module):
         q, k, _, grid = self.queries_keys_values(x)
         return _attention_weights(q, k, self.scale), grid
 
+    def fold_scale(self) -> None:
+        """Fold d^-0.5 into the query conv (exact: q enters the logits linearly); `scale` becomes 1 and is skipped."""
+        if self.scale != 1:
+            scale_outputs(self.q, torch.full((self.q.out_channels,), self.scale))
+            self.scale = 1.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         q, k, v, _ = self.queries_keys_values(x)
@@ -203,7 +217,7 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) 
 
 def _attention_weights(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
     """Return softmax(q kᵀ · scale) over the keys (last axis): (..., N, d), (..., M, d) -> (..., N, M)."""
-    return torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1)
+    return torch.softmax((q if scale == 1 else q * scale) @ k.transpose(-1, -2), dim=-1)
 
 
 class _ConvFFN(LayerScaled):
@@ -221,6 +235,13 @@ class _ConvFFN(LayerScaled):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.fc2(self.dw(self.act(self.fc1(group_norm(self.norm, x)))))
         return x + (y if self.gamma is None else self.gamma.view(-1, 1, 1) * y)
+
+    def fold_affines(self) -> None:
+        """Fold the norm's affine into fc1 and γ into fc2 (both 1x1 convs with bias, so exact); see AttnConv."""
+        _fold_norm_affine(self, [self.fc1])
+        if self.gamma is not None:
+            scale_outputs(self.fc2, self.gamma.detach().reshape(-1))
+            self.gamma = None
 
 
 class AttnConv(LayerScaled):
@@ -356,6 +377,29 @@ class AttnConv(LayerScaled):
             y = self.ffn(y)
         return y
 
+    def fold_norms(self) -> None:
+        """Fold every norm affine, γ and d^-0.5 into a neighbouring conv, for inference (called by `model.fuse()`).
+
+        - The GroupNorm's affine (γ_n x̂ + β_n) feeds only 1x1 convs with bias: each local group's `qkv` and the
+          global group's `q` and `kv` (average pooling over valid pixels keeps a per-channel constant, so β_n passes
+          through it unchanged); the norm keeps its normalisation, without affine. The same for the ConvFFN's norm
+          into `fc1`. The normalisation itself cannot fold: its mean and variance are per image.
+        - LayerScale γ multiplies `proj`'s output (and the FFN's `fc2`'s) linearly: folded into their rows.
+        - d^-0.5 goes into the gate's last conv (local) and the query conv (global).
+        Exact up to float rounding; idempotent. The depthwise convs have no norm after them: nothing else to fold.
+        """
+        consumers = [g.qkv for g in self.local_groups]
+        if self.global_group is not None:
+            consumers += [self.global_group.q, self.global_group.kv]
+        _fold_norm_affine(self, consumers)
+        for group in [*self.local_groups, *([self.global_group] if self.global_group is not None else [])]:
+            group.fold_scale()
+        if self.gamma is not None:
+            scale_outputs(self.proj, self.gamma.detach().reshape(-1))
+            self.gamma = None
+        if self.ffn is not None:
+            self.ffn.fold_affines()
+
     def extra_repr(self) -> str:
         m = getattr(self.global_group, "max_key_grid", 0)
         return (
@@ -363,6 +407,16 @@ class AttnConv(LayerScaled):
             f"kernel_sizes={self.kernel_sizes}, pool_size={self.pool_size}, shortcut={self.shortcut}"
             + (f", max_key_grid={m}" if m else "")
         )
+
+
+def _fold_norm_affine(owner: nn.Module, consumers: list) -> None:
+    """Move `owner.norm`'s affine into the 1x1 convs that read the norm's output; the norm keeps no affine."""
+    norm = owner.norm
+    if not norm.affine:
+        return
+    for conv in consumers:
+        fold_input_affine(conv, norm.weight.detach(), norm.bias.detach())
+    owner.norm = nn.GroupNorm(norm.num_groups, norm.num_channels, norm.eps, affine=False)
 
 
 def _is_int(v: object) -> bool:

@@ -39,6 +39,8 @@ class CoordAtt(LayerScaled):
         self.squeeze = Conv(c1, mip, 1, act=nn.Hardswish())
         self.attn_h = nn.Conv2d(mip, c1, 1)
         self.attn_w = nn.Conv2d(mip, c1, 1)
+        # Nothing of its own folds at inference (so no `fold_norms`): `squeeze`'s BN is a Conv's, folded by
+        # Ultralytics' fuse, and γ acts after the sigmoid gates, so no conv can absorb it.
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Re-weight `x` (B, C, H, W) by its height and width attention maps."""

@@ -14,6 +14,7 @@ from torch import nn
 from ultralytics.nn.modules import C2f, C3k2, Conv
 from ultralytics.nn.modules.block import C3k, PSABlock
 
+from yolo_attn.fusion import bn_affine, scale_outputs
 from yolo_attn.layer_scale import LayerScaled, layer_scale_parameter
 from yolo_attn.tracing import group_norm, zero_pad
 
@@ -60,7 +61,9 @@ def _shift(i: int, k: int) -> slice:
     return slice(i, i - (k - 1) or None)
 
 
-def local_aggregate(v: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> torch.Tensor:
+def local_aggregate(
+    v: torch.Tensor, attn: torch.Tensor, kernel_size: int, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """Aggregate values over each position's k x k neighbourhood with per-position weights (CoT dynamic context).
 
     out[b, c, p] = sum over offsets d of attn[b, c mod G, d, p] * v[b, c, p + d], zero padded, where G = C / 8 is the
@@ -75,21 +78,25 @@ def local_aggregate(v: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> to
         v (torch.Tensor): Values, (B, C, H, W) with C divisible by G.
         attn (torch.Tensor): Local attention maps, (B, G, k * k, H, W), offsets in row-major order.
         kernel_size (int): Odd neighbourhood size k.
+        bias (torch.Tensor | None): Per-channel (C,) term added to the sum (a folded BatchNorm's shift); without
+            gradients it rides on the first product at no extra pass.
 
     Returns:
         (torch.Tensor): Aggregated values, (B, C, H, W).
     """
     if torch.is_grad_enabled() and (v.requires_grad or attn.requires_grad):
-        return _LocalAggregate.apply(v, attn, kernel_size)
-    return _aggregate(v, attn, kernel_size)
+        out = _LocalAggregate.apply(v, attn, kernel_size)
+        return out if bias is None else out + bias.view(-1, 1, 1)
+    return _aggregate(v, attn, kernel_size, bias)
 
 
-def _aggregate(v: torch.Tensor, attn: torch.Tensor, k: int) -> torch.Tensor:
+def _aggregate(v: torch.Tensor, attn: torch.Tensor, k: int, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Forward of `local_aggregate`: the centre product, then one in-place fused multiply-add per further offset.
 
     Each off-centre offset adds into the part of the output whose window lies inside the image, read from the
     matching part of `v`, so no zero-padded copy of `v` is made (measured on one thread: 0.69-0.94x the time of
-    the padded form at YOLOv8n's P3-P5 shapes). Eager only: export traces `aggregate_for_export` instead.
+    the padded form at YOLOv8n's P3-P5 shapes). A `bias` (C,) is added by the centre product's own pass. Eager only:
+    export traces `aggregate_for_export` instead.
     """
     p, g = k // 2, attn.shape[1]
     h, w = v.shape[-2:]
@@ -97,7 +104,10 @@ def _aggregate(v: torch.Tensor, attn: torch.Tensor, k: int) -> torch.Tensor:
     v5 = v.unflatten(1, (-1, g))  # (B, C/G, G, H, W)
     a = attn.unsqueeze(1)  # (B, 1, G, k*k, H, W)
     centre = p * k + p
-    out = a[:, :, :, centre] * v5  # (B, C/G, G, H, W)
+    if bias is None:
+        out = a[:, :, :, centre] * v5  # (B, C/G, G, H, W)
+    else:  # channel c = j * G + m sits at [j, m], as in v5
+        out = torch.addcmul(bias.view(-1, g, 1, 1), a[:, :, :, centre], v5)
     for d in range(k * k):
         if d != centre:
             dy, dx = d // k - p, d % k - p  # out[y, x] += a_d[y, x] * v[y + dy, x + dx] where y + dy, x + dx are inside
@@ -252,9 +262,14 @@ class CoTAttention(LayerScaled):
         k1 = self.key(x)  # (B, C, H, W) static context
         a = group_norm(self.attn_norm, self.attn_expand(self._reduce(x, k1)))  # (B, C/8*k*k, H, W)
         v = self.value(x)  # (B, C, H, W)
+        shift = getattr(self, "dyn_shift", None)  # after `fold_norms`: dyn_bn's shift (its scale is in `value`)
         # Export records the converter-friendly form; eager runs the fast one (with its own backward when training).
-        k2 = aggregate_for_export(v, a, k) if tracing else local_aggregate(v, a.unflatten(1, (-1, k * k)), k)
-        k2 = self.dyn_act(self.dyn_bn(k2))  # (B, C, H, W) dynamic context
+        if tracing:
+            k2 = aggregate_for_export(v, a, k)
+            k2 = k2 if shift is None else k2 + shift.view(-1, 1, 1)
+        else:
+            k2 = local_aggregate(v, a.unflatten(1, (-1, k * k)), k, shift)
+        k2 = self.dyn_act(self.dyn_bn(k2))  # (B, C, H, W) dynamic context (dyn_bn is an Identity once folded)
         s = k1.mean((2, 3), keepdim=True) + k2.mean((2, 3), keepdim=True)  # (B, C, 1, 1) = mean_HW(K1 + K2)
         z = self.se_expand(self.se_reduce(s))  # (B, 2C, 1, 1); channel 2c: dynamic logit, 2c + 1: static logit
         w = z.reshape(z.shape[0], -1, RADIX, 1).softmax(2)  # (B, C, 2, 1): softmax over each pair
@@ -267,6 +282,26 @@ class CoTAttention(LayerScaled):
         # Two passes over (B, C, H, W) for [X +] a_stat * K1 + a_dyn * K2, with γ already in the (B, C, 1, 1) weights.
         y = torch.addcmul(x, w_stat, k1) if self.shortcut else w_stat * k1
         return y.addcmul_(w_dyn, k2)
+
+    def fold_norms(self) -> None:
+        """Fold `dyn_bn` for inference (eval mode; called by `model.fuse()` after Ultralytics' Conv+BN folds).
+
+        BN(K2) = s * K2 + t per channel, and K2 is linear in V: s * sum_d A_d * V(p + d) = sum_d A_d * (s * V)(p + d),
+        zero padding included. So s moves into the `value` conv (its BN when not yet folded) and t is added by the
+        aggregation's first pass (eager) or as one Add (export), where dyn_bn was a pass of its own. Exact up to float
+        rounding; idempotent. Left as they are, and why:
+        - `attn_norm` (GroupNorm): its statistics are per image, so only its affine could move, and that feeds the
+          bilinear aggregation (the shift would become a depthwise conv of V: an extra pass, not a fold).
+        - `gamma` (LayerScale): it multiplies the (B, C, 1, 1) split-attention weights, which costs nothing; behind
+          their softmax it cannot enter a conv.
+        - the other BatchNorms are `Conv`s that Ultralytics' fuse folds (`se_reduce`'s PooledBatchNorm2d too).
+        """
+        if not isinstance(self.dyn_bn, nn.BatchNorm2d):
+            return
+        scale, shift = bn_affine(self.dyn_bn)
+        scale_outputs(self.value.bn if hasattr(self.value, "bn") else self.value.conv, scale)
+        self.dyn_bn = nn.Identity()
+        self.register_buffer("dyn_shift", shift)
 
     def _reduce(self, x: torch.Tensor, k1: torch.Tensor) -> torch.Tensor:
         """`attn_reduce` applied to [x; k1]; while tracing for export, as two convs on x and k1 instead of a Concat.

@@ -161,6 +161,39 @@ class BaseModelLoad(Patch):
         return undo
 
 
+class BaseModelFuse(Patch):
+    """`BaseModel.fuse`: after Ultralytics' own folds, the plugin operators fold their norms and scales."""
+
+    def __init__(self):
+        super().__init__(
+            "BaseModel.fuse",
+            f"{TASKS}.BaseModel.fuse",
+            "inference (predict, val, export) folds the operators' own norms and scales, which the stock fuse never "
+            "reaches (CoT's dyn_bn, AttnConv's GroupNorm affines, LayerScale γ)",
+            "BaseModel.fuse(self, verbose, ...) folds the Conv+BN pairs and returns the model",
+        )
+
+    def check(self) -> None:
+        tasks = importlib.import_module(TASKS)
+        fuse = vars(getattr(tasks, "BaseModel", object)).get("fuse")
+        if not callable(fuse) or tuple(inspect.signature(fuse).parameters)[:2] != ("self", "verbose"):
+            raise AssumptionFailed(f"{TASKS}.BaseModel.fuse(self, verbose) is missing or changed")
+
+    def install(self) -> Callable[[], None]:
+        from yolo_attn.fusion import make_fuse
+
+        base = importlib.import_module(TASKS).BaseModel
+        original = vars(base)["fuse"]
+        base.fuse = make_fuse(original)
+        self.bound = [f"{TASKS}.BaseModel.fuse"]
+
+        def undo() -> None:
+            base.fuse = original
+            self.bound = []
+
+        return undo
+
+
 class ParserNamespace(Patch):
     """The operator classes as attributes of `ultralytics.nn.tasks`, where code resolves layer names; rows that
     become usable later (entry points, `register_module`) are added as the table announces them."""
@@ -411,6 +444,7 @@ INVENTORY = (
         "to do",
     ),
     BaseModelLoad(),
+    BaseModelFuse(),
     ParserNamespace(),
     SafeGlobals(),
     OneLineErrors(),
