@@ -59,8 +59,9 @@ PRESETS = {  # --preset NAME: other defaults; an option given on the command lin
         "out": "runs/yolo_attn_finetune_quick",
     },
 }
-# What a preset takes on 2 idle CPU cores, as announced and used for the time left until a step is measured
-# (docs/finetune-usage.md: the measured run).
+# What a preset takes on 2 idle CPU cores, as announced and used for the time left until a step is measured. quick:
+# 277 CPU s in all (2026-12-07, synth-shapes built), which even one core alone runs in 4.6 min; its wall time was
+# 9.5 min at a load average of 5-7 (docs/finetune-usage.md).
 PRESET_MINUTES = {"quick": 5}
 
 
@@ -266,7 +267,8 @@ def _run(args: argparse.Namespace, work: Path, out: Path) -> int:
     if args.preset:  # the announced time, scaled to what is left to do (the weights may be cached already)
         full = args.pretrain_epochs + len(entries) * args.seeds * per_run
         expected = 60 * PRESET_MINUTES[args.preset] * units / full
-        print(f"benchmark: --preset {args.preset}: about {expected / 60:.0f} min on 2 idle CPU cores", flush=True)
+        print(f"benchmark: --preset {args.preset}: about {expected / 60:.0f} min on 2 idle CPU cores (longer on a busy "
+              "CPU: the progress lines give the time left as measured)", flush=True)  # fmt: skip
     with Progress(units, expected, every=20) as progress:
         progress.update(0, "preparing", announce=True)
         if args.pretrained:
@@ -284,6 +286,8 @@ def _run(args: argparse.Namespace, work: Path, out: Path) -> int:
 
         def run_done(k: int, n: int) -> None:
             progress.update(pretraining + k * per_run, f"fine-tuning: {k}/{n} runs done")
+
+        run_done(0, len(entries) * args.seeds)
 
         train_all(entries, budget(args, weights), work, on_run_done=run_done)
     machine["loadavg_end"] = load_average()
