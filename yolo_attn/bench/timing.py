@@ -65,7 +65,8 @@ def free_threads(wanted: int) -> int:
     """Return how many of `wanted` PyTorch threads the CPU runs now without waiting: idle cores, at least 1.
 
     A multi-threaded PyTorch op waits for its slowest thread, so on a busy CPU threads beyond the idle cores cost far
-    more than they bring (yolov8n pretraining at 128 px on 2 cores at load 5: about 20 times slower with 2 threads).
+    more than they bring (yolov8n pretraining at 128 px on 2 cores at load 5: an epoch took about 1 min with one thread,
+    over 2 min and unfinished with two).
     Idle cores: the core count minus the 1-minute load average, rounded.
     """
     load = load_average()
