@@ -83,15 +83,19 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def fold_bn(module: Any) -> Any:
-    """Fold every Ultralytics Conv's BN into its conv, as `model.fuse()` does for inference."""
+    """Fold every Ultralytics Conv's BN into its conv, then the operators' own norms and scales (`fold_norms`), as
+    `model.fuse()` does for inference with the plugin registered."""
     from ultralytics.nn.modules import Conv
     from ultralytics.utils.torch_utils import fuse_conv_and_bn
+
+    from yolo_attn.fusion import fold_norms
 
     for m in module.modules():
         if isinstance(m, Conv) and hasattr(m, "bn"):
             m.conv = fuse_conv_and_bn(m.conv, m.bn)
             delattr(m, "bn")
             m.forward = m.forward_fuse
+    fold_norms(module)
     return module
 
 
