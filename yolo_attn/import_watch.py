@@ -12,8 +12,13 @@ A leaf: only the standard library, imported at every interpreter start (the `.pt
 stays nearly free. Callbacks must not raise; whoever registers one wraps it accordingly.
 """
 
+from __future__ import annotations
+
 import sys
-from collections.abc import Callable
+
+TYPE_CHECKING = False  # `typing` and `collections` would cost ~10 ms at every interpreter start
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def imported(name: str) -> bool:

@@ -16,9 +16,13 @@ namespace, torch's allow-list) subscribes (`subscribe`); the table calls no one 
 Only the standard library is imported at module level: `yolo_attn/__init__.py` reads `BUILTINS` at every start-up.
 """
 
-import contextlib
+from __future__ import annotations
+
 import sys
-from collections.abc import Callable, Iterator
+
+TYPE_CHECKING = False  # `typing`, `collections` and `contextlib` would cost ~10 ms at every interpreter start
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 GROUP = "yolo_attn.modules"  # entry-point group: name = YAML name, value = "package.module:Class"
 BUILTIN = "yolo_attn (built-in)"
@@ -198,26 +202,29 @@ def resolve_classes(class_paths: list) -> bool:
     return found
 
 
-@contextlib.contextmanager
-def isolated(entry_points: bool = False) -> Iterator[None]:
+class isolated:  # noqa: N801  (used as a function: `with operators.isolated():`)
     """Run a block against a table of the built-in rows only, restored afterwards (for tests and tools that must not
     depend on what else is installed).
 
     Rows registered inside the block are removed at its end (their listeners told so); the entry points of installed
     packages are not read inside unless `entry_points` is True.
     """
-    table, scanned = dict(_table), list(_scanned)
-    _table.clear()
-    _table.update({op.name: op for op in BUILTINS})
-    _scanned[:] = [] if entry_points else [True]
-    try:
-        yield
-    finally:
-        for op in [op for name, op in _table.items() if table.get(name) is not op]:
+
+    def __init__(self, entry_points: bool = False):
+        self.entry_points = entry_points
+
+    def __enter__(self) -> None:
+        self.table, self.scanned = dict(_table), list(_scanned)
+        _table.clear()
+        _table.update({op.name: op for op in BUILTINS})
+        _scanned[:] = [] if self.entry_points else [True]
+
+    def __exit__(self, *exc) -> None:
+        for op in [op for name, op in _table.items() if self.table.get(name) is not op]:
             _notify(op, usable=False)
         _table.clear()
-        _table.update(table)
-        _scanned[:] = scanned
+        _table.update(self.table)
+        _scanned[:] = self.scanned
 
 
 def subscribe(listener: Callable) -> None:

@@ -69,6 +69,8 @@ def run_command(prog: str, command: Callable[[list], int | None], argv: list | N
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = any(flag in argv for flag in FLAGS)
     argv = [a for a in argv if a not in FLAGS]
+    if debug:  # the traceback asked for: the one-line excepthook (see above) steps aside too
+        os.environ[TRACEBACK_ENV] = "1"
     try:
         return command(argv) or 0
     except Exception as e:
