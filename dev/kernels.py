@@ -32,11 +32,11 @@ from yolo_attn.bench.ops import (
     LEVELS,
     REFERENCE,
     WIDTHS,
-    _ratios,
-    _step_fn,
     feature_shape,
     operators,
+    ratios,
 )
+from yolo_attn.bench.runners import backward_fn
 from yolo_attn.bench.timing import interleaved, torch_threads
 
 
@@ -64,7 +64,7 @@ def peak_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
             x, grad = torch.randn(1, c, s, s, generator=g), torch.randn(1, c, s, s, generator=g)
             for name, factory in operators().items():
                 torch.manual_seed(0)
-                step = _step_fn(factory(c).train(), x, grad)
+                step = backward_fn(factory(c).train(), x, grad)
                 step()  # first call outside: lazy initialisations are not the step's memory
                 rows.append({"scale": scale, "level": level, "shape": [c, s, s], "operator": name,
                              "peak_train_bytes": peak_step_memory(step)})  # fmt: skip
@@ -96,7 +96,7 @@ def pointwise_paths(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "kernel": next(e.key for e in prof.key_averages() if e.key in GEMM_KERNELS),
                     "dispatched_ms": statistics.median(t for r in timed["dispatched"] for t in r),
                     "onednn_ms": statistics.median(t for r in timed["oneDNN"] for t in r),
-                    "onednn_ratios": _ratios(timed, "oneDNN", ref="dispatched"),
+                    "onednn_ratios": ratios(timed, "oneDNN", ref="dispatched"),
                 }
             )
     return rows

@@ -40,7 +40,8 @@ from torch import nn
 
 from yolo_attn import AttnConv, CoordAtt, CoTAttention
 from yolo_attn.attn_conv import _auto_head_dim
-from yolo_attn.bench.ops import LEVELS, WIDTHS, _fold, _infer_fn, _step_fn, feature_shape
+from yolo_attn.bench.ops import LEVELS, WIDTHS, feature_shape, fold_bn
+from yolo_attn.bench.runners import backward_fn, infer_fn
 from yolo_attn.bench.timing import interleaved, machine_info, torch_threads
 
 
@@ -133,9 +134,9 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             for name, (ours, peer) in pairs(args).items():
                 torch.manual_seed(0)
                 mine, theirs = ours(c).train(), peer(c).train()
-                infer = {"ours": _infer_fn(_fold(copy.deepcopy(mine)).eval(), x), "peer": _infer_fn(theirs.eval(), x)}
+                infer = {"ours": infer_fn(fold_bn(copy.deepcopy(mine)).eval(), x), "peer": infer_fn(theirs.eval(), x)}
                 theirs = copy.deepcopy(theirs).train()
-                step = {"ours": _step_fn(mine, xt, grad), "peer": _step_fn(theirs, xt, grad)}
+                step = {"ours": backward_fn(mine, xt, grad), "peer": backward_fn(theirs, xt, grad)}
                 label = f"{name} {scale} {level}"
                 row = {"pair": name, "scale": scale, "level": level, "shape": [c, s, s]}
                 for key, fns in (("infer", infer), ("train", step)):

@@ -15,6 +15,7 @@ from helpers import BENCH_BIN, YOLO_ATTN_BIN, logged
 from ultralytics import YOLO
 from ultralytics.utils import YAML
 
+from yolo_attn.lookup import shipped_dir
 from yolo_attn.yaml_checks import PLUGIN_KEYS, ULTRALYTICS_KEYS, UnknownKeyError
 
 FULL_YAML = """nc: 3
@@ -56,7 +57,7 @@ def test_stock_yaml_keeps_ultralytics_behaviour_for_unknown_keys(tmp_path):
 def test_every_key_of_the_stock_and_shipped_yamls_is_known():
     """A key that Ultralytics' own YAMLs (or the plugin's) use must never be reported as unknown."""
     root = Path(ultralytics.__file__).parent / "cfg" / "models"
-    shipped = Path(__file__).parents[1] / "model_yamls"
+    shipped = shipped_dir("model_yamls")
     keys = {key for path in [*root.rglob("*.yaml"), *shipped.glob("*.yaml")] for key in YAML.load(path)}
     assert keys - {"scale", "yaml_file"} <= set(ULTRALYTICS_KEYS + PLUGIN_KEYS)  # the two added by the loader
 
