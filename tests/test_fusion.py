@@ -12,7 +12,7 @@ from helpers import outputs, randomise_norms
 from torch import nn
 from ultralytics import YOLO
 
-from yolo_attn import AttnConv, CoordAtt, CoTAttention, register, unregister
+from yolo_attn import AttnConv, CoordAtt, CoTAttention, patches, register, unregister
 from yolo_attn.fusion import fold_norms
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,6 +27,9 @@ VARIANTS = [
     "yolov8n-attnconv.yaml",
     "yolov8n-attnconv-neck.yaml",
     "yolov8n-ca.yaml",
+    "yolo11n-cot-neck.yaml",
+    "yolo26n-attnconv-neck.yaml",
+    "yolo26n-c3k2-cot.yaml",
 ]
 # Names the unfused state dict must keep (checkpoints of earlier releases hold them).
 KEPT = {
@@ -164,3 +167,11 @@ def test_unregister_restores_the_stock_fuse():
     finally:
         register()
     assert tasks.BaseModel.__dict__["fuse"].__wrapped__ is original
+
+
+def test_the_patch_checks_its_assumption(monkeypatch):
+    patch = next(p for p in patches.INVENTORY if isinstance(p, patches.BaseModelFuse))
+    patch.check()
+    monkeypatch.setattr(tasks.BaseModel, "fuse", lambda self, imgsz=640: self)  # a release that renamed `verbose`
+    with pytest.raises(patches.AssumptionFailed, match="BaseModel.fuse"):
+        patch.check()
