@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import ultralytics
-from helpers import BENCH_BIN, YOLO_ATTN_BIN, logged
+from helpers import BENCH_BIN, YOLO_ATTN_BIN
 from ultralytics import YOLO
 from ultralytics.utils import YAML
 
@@ -87,55 +87,6 @@ def test_bench_reports_a_missing_file_in_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "yolo-attn-bench: error:" in proc.stderr and "no-such-data.yaml" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def transfer_lines(messages: list) -> tuple:
-    """Return (N, M) of Ultralytics' "Transferred N/M items" line and the plugin's lines about the rest."""
-    n, m = next(map(int, re.search(r"Transferred (\d+)/(\d+) items", s).groups()) for s in messages if "Transferr" in s)
-    return n, m, [s for s in messages if "yolo_attn:" in s]
-
-
-@pytest.fixture(scope="module")
-def stock_yolo11n(tmp_path_factory) -> Path:
-    """A stock YOLO11n checkpoint (nc 80) built in-process and saved as Ultralytics' checkpoint dict: no download."""
-    path = tmp_path_factory.mktemp("stock") / "yolo11n-stock.pt"
-    torch.save({"model": YOLO("yolo11n.yaml").model.half(), "train_args": {}}, path)
-    return path
-
-
-@pytest.mark.parametrize("layer_scale, n, m", [("", 499, 569), ("layer_scale: 0.0\n", 499, 571)])
-def test_readme_transfer_line(tmp_path, stock_yolo11n, layer_scale, n, m):
-    """The README quotes these lines: yolo11n-cot from stock yolo11n weights, with and without the identity start."""
-    (tmp_path / "yolo11n-cot-x.yaml").write_text(f"base: yolo11n-cot.yaml\n{layer_scale}")
-    model = YOLO(str(tmp_path / "yolo11n-cot-x.yaml"))
-    messages = logged(lambda: model.load(str(stock_yolo11n)))
-    assert f"Transferred {n}/{m} items from pretrained weights" in messages
-    if not layer_scale:  # the README quotes the plain case, both lines
-        readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
-        assert f"Transferred {n}/{m} items" in readme and f"yolo_attn: {n}/{m} items transferred" in readme
-    assert transfer_lines(messages)[2] == [
-        f"yolo_attn: {n}/{m} items transferred; the other {m - n} start fresh: {m - n} of the inserted layers 7, 10 "
-        "(new)"
-    ]
-
-
-def test_transfer_with_another_class_count_names_the_head_items(tmp_path, stock_yolo11n):
-    (tmp_path / "yolo11n-cot-nc3.yaml").write_text("base: yolo11n-cot.yaml\nnc: 3\n")
-    model = YOLO(str(tmp_path / "yolo11n-cot-nc3.yaml"))
-    n, m, ours = transfer_lines(logged(lambda: model.load(str(stock_yolo11n))))
-    assert len(ours) == 1 and f"{n}/{m} items transferred; the other {m - n} start fresh" in ours[0]
-    counts = [int(c) for c in re.findall(r"[:;] (\d+) of the", ours[0])]
-    assert sum(counts) == m - n and len(counts) == 2, ours  # inserted layers + head
-    head = [k for k in model.model.state_dict() if re.fullmatch(r"model\.25\.cv3\.\d\.2\.(weight|bias)", k)]
-    assert "the weights have nc=80, this model nc=3" in ours[0] and all(k in ours[0] for k in head) and len(head) == 6
-
-
-def test_transfer_across_scales_counts_the_complement_of_n_of_m():
-    source, target = YOLO("yolo11n.yaml").model, YOLO("yolo11s-ca.yaml").model
-    n, m, ours = transfer_lines(logged(lambda: target.load(source)))
-    inserted = int(re.search(r"(\d+) of the inserted layers", ours[0]).group(1))
-    missing = int(re.search(r"\((\d+) items of another shape\)", ours[1]).group(1))
-    assert inserted + missing == m - n and "did not (fully) transfer" in ours[1], ours
 
 
 def export_warnings(model: str) -> set:
