@@ -11,7 +11,7 @@ from torch import nn
 
 from yolo_attn.fusion import fold_input_affine, scale_outputs
 from yolo_attn.layer_scale import LayerScaled, layer_scale_parameter
-from yolo_attn.tracing import group_norm
+from yolo_attn.tracing import affine_free, group_norm
 
 __all__ = ["AttnConv"]
 
@@ -416,7 +416,7 @@ def _fold_norm_affine(owner: nn.Module, consumers: list) -> None:
         return
     for conv in consumers:
         fold_input_affine(conv, norm.weight.detach(), norm.bias.detach())
-    owner.norm = nn.GroupNorm(norm.num_groups, norm.num_channels, norm.eps, affine=False)
+    owner.norm = affine_free(norm)
 
 
 def _is_int(v: object) -> bool:

@@ -36,4 +36,20 @@ def group_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     """
     if not torch.jit.is_tracing():
         return norm(x)
-    return torch.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+    if norm.affine:
+        return torch.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+    # Folded (`affine_free`): the identity affine as module tensors, since x2paddle maps a group norm's weight only
+    # from the module's parameters and buffers; the exported norm op applies an affine anyway.
+    return torch.group_norm(x, norm.num_groups, norm.export_weight, norm.export_bias, norm.eps)
+
+
+def affine_free(norm: nn.GroupNorm) -> nn.GroupNorm:
+    """Return `norm` without its affine (moved into the next convs by `fold_norms`), for inference.
+
+    Eager PyTorch then skips the affine pass; while tracing (`group_norm`) the norm reads an identity affine from its
+    buffers `export_weight`/`export_bias`, present only in the fused form.
+    """
+    out = nn.GroupNorm(norm.num_groups, norm.num_channels, norm.eps, affine=False)
+    out.register_buffer("export_weight", torch.ones(norm.num_channels, dtype=norm.weight.dtype))
+    out.register_buffer("export_bias", torch.zeros(norm.num_channels, dtype=norm.weight.dtype))
+    return out.to(norm.weight.device)
