@@ -73,7 +73,7 @@ def test_builtins_are_table_rows_and_everything_derives_from_the_table():
     from yolo_attn.reference import INSERTABLE, TWINS
 
     names = [op.name for op in operators.BUILTINS]
-    assert set(names) <= set(yolo_attn._LAZY) and set(INSERTABLE) | set(TWINS.values()) == set(names)
+    assert set(names) <= set(yolo_attn.__all__) and set(INSERTABLE) | set(TWINS.values()) == set(names)
     assert TWINS == {"C2f": "C2f_CoT", "C3k2": "C3k2_CoT"} and operators.twins() == TWINS
     for name in names:
         assert getattr(yolo_attn, name) in torch.serialization.get_safe_globals()

@@ -1,18 +1,15 @@
 """yolo_attn: attention operators for Ultralytics YOLO model YAMLs.
 
 Importing the package (which the `yolo_attn.pth` start-up hook does in every interpreter) is cheap: it imports
-neither torch nor Ultralytics. It arranges that the plugin registers itself with Ultralytics' model parser the
-moment `ultralytics.nn.tasks` is imported. The operators are loaded on first attribute access; their names come from
-the operator table (`yolo_attn.operators`).
+neither torch nor Ultralytics, nor the operator table. It arranges that the plugin registers itself with Ultralytics'
+model parser the moment `ultralytics.nn.tasks` is imported. Every other public name is loaded on first access; the
+operators' names come from the operator table (`yolo_attn.operators`).
 """
 
 from yolo_attn.autoload import activate
-from yolo_attn.operators import BUILTINS, EXPORTS
-from yolo_attn.version import __version__
 
-_LAZY = {
-    **{op.name: op.module for op in BUILTINS},
-    **EXPORTS,
+_ALSO = {  # public names that are not operators: name -> defining module
+    "__version__": "yolo_attn.version",
     "register": "yolo_attn.patches",
     "unregister": "yolo_attn.patches",
     "register_module": "yolo_attn.operators",
@@ -22,14 +19,22 @@ _LAZY = {
     "AttentionMap": "yolo_attn.maps",
 }
 
-__all__ = ["__version__", "activate", *_LAZY]
+
+def _public() -> dict:
+    """Return public name -> defining module: the built-in operators, their public parts, and `_ALSO`."""
+    from yolo_attn.operators import BUILTINS, EXPORTS
+
+    return {**{op.name: op.module for op in BUILTINS}, **EXPORTS, **_ALSO}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
+    if name == "__all__":  # `from yolo_attn import *`, computed when asked so start-up does not read the table
+        return ["activate", *_public()]
+    public = _public()
+    if name in public:
         from importlib import import_module
 
-        return getattr(import_module(_LAZY[name]), name)
+        return getattr(import_module(public[name]), name)
     raise AttributeError(f"module 'yolo_attn' has no attribute {name!r}")
 
 

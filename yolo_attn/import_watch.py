@@ -12,8 +12,6 @@ A leaf: only the standard library, imported at every interpreter start (the `.pt
 stays nearly free. Callbacks must not raise; whoever registers one wraps it accordingly.
 """
 
-from __future__ import annotations
-
 import sys
 
 TYPE_CHECKING = False  # `typing` and `collections` would cost ~10 ms at every interpreter start
@@ -34,7 +32,7 @@ def imported(name: str) -> bool:
 class Watch:
     """One pending callback; `cancel()` drops it (a no-op once it has run)."""
 
-    def __init__(self, name: str, callback: Callable[[], None], not_during: str):
+    def __init__(self, name: str, callback: "Callable[[], None]", not_during: str):
         self.name, self.callback, self.not_during = name, callback, not_during
 
     def ready(self) -> bool:
@@ -114,7 +112,7 @@ class _Finder:
 _finder = _Finder()
 
 
-def when_imported(name: str, callback: Callable[[], None], not_during: str = "") -> Watch:
+def when_imported(name: str, callback: "Callable[[], None]", not_during: str = "") -> Watch:
     """Call `callback()` once module `name` has finished importing: now if it has, else right after it has.
 
     Args:

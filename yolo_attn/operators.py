@@ -16,8 +16,6 @@ namespace, torch's allow-list) subscribes (`subscribe`); the table calls no one 
 Only the standard library is imported at module level: `yolo_attn/__init__.py` reads `BUILTINS` at every start-up.
 """
 
-from __future__ import annotations
-
 import sys
 
 TYPE_CHECKING = False  # `typing`, `collections` and `contextlib` would cost ~10 ms at every interpreter start
@@ -227,14 +225,14 @@ class isolated:  # noqa: N801  (used as a function: `with operators.isolated():`
         _scanned[:] = self.scanned
 
 
-def subscribe(listener: Callable) -> None:
+def subscribe(listener: "Callable") -> None:
     """Call `listener(row, usable)` whenever a row becomes usable (its class loaded or registered: True) or is
     removed (False). The patches that give rows a place in Ultralytics (parser namespace, allow-list) subscribe."""
     if listener not in _listeners:
         _listeners.append(listener)
 
 
-def unsubscribe(listener: Callable) -> None:
+def unsubscribe(listener: "Callable") -> None:
     """Stop calling `listener`."""
     if listener in _listeners:
         _listeners.remove(listener)
