@@ -170,7 +170,7 @@ def test_unregister_restores_the_stock_fuse():
 
 
 def test_the_patch_checks_its_assumption(monkeypatch):
-    patch = next(p for p in patches.INVENTORY if isinstance(p, patches.BaseModelFuse))
+    patch = next(p for p in patches.INVENTORY if p.target == f"{patches.TASKS}.BaseModel.fuse")
     patch.check()
     monkeypatch.setattr(tasks.BaseModel, "fuse", lambda self, imgsz=640: self)  # a release that renamed `verbose`
     with pytest.raises(patches.AssumptionFailed, match="BaseModel.fuse"):

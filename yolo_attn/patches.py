@@ -129,66 +129,36 @@ class WrapFunction(Patch):
         self.bound, self.wrapped, self.waiting, self.watch = [], False, False, None
 
 
-class BaseModelLoad(Patch):
-    """`BaseModel.load`: stock weights transfer into plugin models across inserted layers."""
+class WrapMethod(Patch):
+    """Wrap method `BaseModel.name` of Ultralytics' model base class (every task's model inherits it).
 
-    def __init__(self):
-        super().__init__(
-            "BaseModel.load",
-            f"{TASKS}.BaseModel.load",
-            "stock weights transfer into plugin models across inserted layers (by the layer map)",
-            "BaseModel.load(self, weights, verbose) transfers by key and shape",
-        )
+    Args:
+        name (str): The method's name.
+        params (tuple): Its leading parameter names, as the wrapper calls it.
+        factory (str): "module:function" building the wrapper from the original (imported at install).
+        why (str): Why.
+        assumes (str): The stock behaviour the wrapper relies on.
+    """
 
-    def check(self) -> None:
-        tasks = importlib.import_module(TASKS)
-        load = vars(getattr(tasks, "BaseModel", object)).get("load")
-        if not callable(load) or tuple(inspect.signature(load).parameters)[:3] != ("self", "weights", "verbose"):
-            raise AssumptionFailed(f"{TASKS}.BaseModel.load(self, weights, verbose) is missing or changed")
-
-    def install(self) -> Callable[[], None]:
-        from yolo_attn.transfer import make_load
-
-        base = importlib.import_module(TASKS).BaseModel
-        original = vars(base)["load"]
-        base.load = make_load(original)
-        self.bound = [f"{TASKS}.BaseModel.load"]
-
-        def undo() -> None:
-            base.load = original
-            self.bound = []
-
-        return undo
-
-
-class BaseModelFuse(Patch):
-    """`BaseModel.fuse`: after Ultralytics' own folds, the plugin operators fold their norms and scales."""
-
-    def __init__(self):
-        super().__init__(
-            "BaseModel.fuse",
-            f"{TASKS}.BaseModel.fuse",
-            "inference (predict, val, export) folds the operators' own norms and scales, which the stock fuse never "
-            "reaches (CoT's dyn_bn, AttnConv's GroupNorm affines, LayerScale γ)",
-            "BaseModel.fuse(self, verbose, ...) folds the Conv+BN pairs and returns the model",
-        )
+    def __init__(self, name: str, params: tuple, factory: str, why: str, assumes: str):
+        super().__init__(f"BaseModel.{name}", f"{TASKS}.BaseModel.{name}", why, assumes)
+        self.method, self.params, self.factory = name, params, factory
 
     def check(self) -> None:
         tasks = importlib.import_module(TASKS)
-        fuse = vars(getattr(tasks, "BaseModel", object)).get("fuse")
-        if not callable(fuse) or tuple(inspect.signature(fuse).parameters)[:2] != ("self", "verbose"):
-            raise AssumptionFailed(f"{TASKS}.BaseModel.fuse(self, verbose) is missing or changed")
+        method = vars(getattr(tasks, "BaseModel", object)).get(self.method)
+        if not callable(method) or tuple(inspect.signature(method).parameters)[: len(self.params)] != self.params:
+            raise AssumptionFailed(f"{self.target}({', '.join(self.params)}) is missing or changed")
 
     def install(self) -> Callable[[], None]:
-        from yolo_attn.fusion import make_fuse
-
+        module, _, attr = self.factory.partition(":")
         base = importlib.import_module(TASKS).BaseModel
-        original = vars(base)["fuse"]
-        base.fuse = make_fuse(original)
-        self.bound = [f"{TASKS}.BaseModel.fuse"]
+        original = vars(base)[self.method]
+        setattr(base, self.method, getattr(importlib.import_module(module), attr)(original))
+        self.bound = [self.target]
 
         def undo() -> None:
-            base.fuse = original
+            setattr(base, self.method, original)
             self.bound = []
 
         return undo
@@ -443,8 +413,21 @@ INVENTORY = (
         "a checkpoint naming an entry-point operator resolves it on a safe-load refusal; plugin load errors say what "
         "to do",
     ),
-    BaseModelLoad(),
-    BaseModelFuse(),
+    WrapMethod(
+        "load",
+        ("self", "weights", "verbose"),
+        "yolo_attn.transfer:make_load",
+        "stock weights transfer into plugin models across inserted layers (by the layer map)",
+        "BaseModel.load(self, weights, verbose) transfers by key and shape",
+    ),
+    WrapMethod(
+        "fuse",
+        ("self", "verbose"),
+        "yolo_attn.fusion:make_fuse",
+        "inference (predict, val, export) folds the operators' own norms and scales, which the stock fuse never "
+        "reaches (CoT's dyn_bn, AttnConv's GroupNorm affines, LayerScale γ)",
+        "BaseModel.fuse(self, verbose, ...) folds the Conv+BN pairs and returns the model",
+    ),
     ParserNamespace(),
     SafeGlobals(),
     OneLineErrors(),
