@@ -39,7 +39,9 @@ from yolo_attn.bench.finetune import (
 from yolo_attn.bench.finetune_report import MIN_STOCK_MAP, chart_title, write_report
 from yolo_attn.bench.flops import count_flops
 from yolo_attn.bench.ops import memory_pass_share
+from yolo_attn.bench.profile import KIND_NAMES, kind_of, layer_of, layer_rows
 from yolo_attn.bench.progress import Progress
+from yolo_attn.bench.runners import OPENVINO_PRECISION, openvino_model
 from yolo_attn.bench.stats import noise_test, paired_test
 from yolo_attn.bench.zoo import OTHER_TASKS, Entry, discover
 from yolo_attn.cot import local_aggregate
@@ -258,6 +260,62 @@ def test_ops_mode_end_to_end(tmp_path):
     cot, floors = raw["rows"][1], [c.strip() for c in table[3].split("|")[1:-1]][-1]
     expected = [statistics.median(cot[f"{k}_flop_ratios"]) * (1 - cot[f"{k}_memory_pass_share"]) for k in TIMED]
     assert floors == f"{expected[0]:.2f}× / {expected[1]:.2f}×"
+
+
+def test_profile_sorts_nodes_by_kind_and_layer():
+    """The profile mode's node kinds and layer indices, from node names as ONNX Runtime and OpenVINO give them."""
+    assert kind_of("Conv") == kind_of("GroupConvolution") == kind_of("MatMul") == "conv"
+    assert kind_of("ReorderOutput") == kind_of("Slice") == kind_of("Concat") == "layout"
+    assert kind_of("InstanceNormalization") == kind_of("MVN") == "norm"
+    assert kind_of("Mul") == kind_of("QuickGelu") == kind_of("Subgraph") == "elementwise"
+    assert layer_of("/model.16/key/conv/Conv_output_0_nchwc") == 16
+    assert layer_of("__module.model.30.cv1.conv/aten::_convolution/Convolution") == 30
+    assert layer_of("ReorderInput_token_50") is None
+
+
+def test_profile_layer_rows_split_a_layer_and_price_its_flops():
+    """A plugin layer's row: its nodes' time by kind, and the stock model's time per FLOP times its FLOPs."""
+    nodes = {
+        "/model.3/key/Conv": ("Conv", 2.0),
+        "/model.3/Slice": ("Slice", 0.5),
+        "/model.3/Mul": ("Mul", 1.0),
+        "/model.3/Add": ("Add", 0.5),
+        "/model.3/InstanceNormalization": ("InstanceNormalization", 0.25),
+        "/model.30/Conv": ("Conv", 9.0),  # another layer
+        "ReorderInput_token_1": ("ReorderInput", 4.0),  # between layers
+    }
+    (row,) = layer_rows(nodes, {3: ("CoTAttention", 0.2)}, ms_per_gflop=10.0)
+    assert row == {
+        "layer": 3, "module": "CoTAttention", "gflops": 0.2, "ms": 4.25, "fair_ms": 2.0,
+        "conv": 2.0, "layout": 0.5, "norm": 0.25, "elementwise": 1.5,
+    }  # fmt: skip
+
+
+def test_openvino_runs_at_the_stated_precision(tmp_path):
+    """The benchmark's OpenVINO models compile at `OPENVINO_PRECISION` (f32), not the CPU plugin's default (bf16 where
+    the CPU has bf16 units), so the tables' "OpenVINO f32" is what ran."""
+    pytest.importorskip("openvino")
+    path = tmp_path / "conv.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 8, 3), (torch.zeros(1, 3, 16, 16),), path, dynamo=False)
+    compiled = openvino_model(path, 1)
+    assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == OPENVINO_PRECISION == "f32"
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+
+
+@pytest.mark.exhaustive
+def test_profile_mode_end_to_end(tmp_path):
+    """`yolo-attn-bench profile` on a tiny input: per runtime, a row per CoordAtt layer whose kinds add up to its time,
+    and the whole model against the stock model."""
+    assert main(["profile", "--models", "yolov8n-ca", "--imgsz", "64", "--runs", "2", "--out", str(tmp_path)]) == 0
+    tables = markdown_tables((tmp_path / "profile.md").read_text())
+    assert len(tables) == 2  # ONNX Runtime, OpenVINO
+    for table in tables:
+        rows = [[c.strip() for c in line.split("|")[1:-1]] for line in table[2:]]
+        assert [r[1] for r in rows] == ["5", "8", "11", "all"]  # the CoordAtt layers of yolov8-ca.yaml
+        for r in rows[:-1]:
+            assert r[2] == "CoordAtt" and float(r[4]) > 0, r  # the runtime's nodes were found for the layer
+            shares = [float(c.rstrip("%")) for c in r[-len(KIND_NAMES) :]]
+            assert sum(shares) == pytest.approx(100, abs=len(KIND_NAMES))  # rounded percentages
 
 
 def test_memory_pass_share_splits_gemm_from_elementwise_time():

@@ -16,6 +16,7 @@ MODES = {  # mode name -> module; the first is the default
     "ops": "yolo_attn.bench.ops",
     "finetune": "yolo_attn.bench.finetune",
     "deploy": "yolo_attn.bench.deploy",
+    "profile": "yolo_attn.bench.profile",
 }
 
 

@@ -49,9 +49,9 @@ from yolo_attn.bench.memory import peak_memory
 from yolo_attn.bench.report import write_chart, write_cost_tables, write_markdown, write_raw
 from yolo_attn.bench.runners import compiled_fn, has_openvino, onnx_fn, openvino_fn, pytorch_fn, train_step_fn
 from yolo_attn.bench.stats import median_of_all, round_ratios
-from yolo_attn.bench.timing import interleaved, load_average, machine_info, quiet, torch_threads
+from yolo_attn.bench.timing import interleaved, load_average, machine_info, torch_threads
 from yolo_attn.bench.train import SHORT_BUDGET_RECIPE, TrainBudget, parse_train_args, train_all
-from yolo_attn.bench.zoo import Entry, build, discover, guard
+from yolo_attn.bench.zoo import Entry, build, discover, export, guard
 
 DESCRIPTION = (
     "Compare stock YOLOv8n/YOLO11n/YOLO26n with every n-scale yolo_attn detection YAML: params, GFLOPs, CPU "
@@ -86,22 +86,6 @@ def _guarded(entries: list[Entry], what: str, make: Callable[[Entry], Any]) -> d
         if fn is not None:
             made[e.name] = fn
     return made
-
-
-def _export(entry: Entry, imgsz: int, folder: Path, fmt: str = "onnx") -> Path:
-    """Export the model with Ultralytics' exporter (`fmt` "onnx", simplified, or "openvino"; static shape).
-
-    Returns the file a runtime loads: the .onnx file, or the OpenVINO .xml inside the exported folder.
-    """
-    from ultralytics import YOLO
-
-    sub = folder / f"{fmt}-{imgsz}"
-    sub.mkdir(parents=True, exist_ok=True)
-    pt = sub / f"{entry.name}.pt"
-    build(entry).save(pt)  # a checkpoint in a temp folder: the exporter writes next to its source file
-    with quiet():
-        out = Path(YOLO(pt).export(format=fmt, imgsz=imgsz, simplify=True, device="cpu", verbose=False))
-    return next(out.glob("*.xml")) if out.is_dir() else out
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -189,7 +173,7 @@ def _latency(
     for fmt, title, make in runtimes:
         fns = {}
         for e in entries:
-            path = guard(e, f"{fmt} export", lambda e=e, f=fmt: _export(e, imgsz, tmp, f))
+            path = guard(e, f"{fmt} export", lambda e=e, f=fmt: export(e, imgsz, tmp, f))
             if path is not None:
                 exported.setdefault(e.name, {})[fmt] = str(path)
                 fn = guard(e, title, lambda p=path, m=make: m(p, imgsz, args.threads))

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from yolo_attn.bench.runners import OPENVINO_PRECISION
 from yolo_attn.bench.stats import format_delta, mean_sd, noise_test
 from yolo_attn.bench.text import machine_line, plural
 from yolo_attn.bench.zoo import Entry
@@ -113,7 +114,8 @@ def write_markdown(entries: list[Entry], settings: dict, machine: dict, path: Pa
         "ONNX Runtime CPU provider."
         + (
             " OpenVINO: Ultralytics' exporter (`format=openvino`, static shape), CPU plugin, "
-            "`INFERENCE_NUM_THREADS` as the thread count."
+            f"`INFERENCE_NUM_THREADS` as the thread count, `INFERENCE_PRECISION_HINT` {OPENVINO_PRECISION} (the CPU "
+            "plugin's default is bf16 where the CPU has bf16 units)."
             if openvino
             else ""
         )
@@ -152,7 +154,7 @@ RUNTIMES = (  # result key -> column title; the cost and scaling tables show tho
     ("pytorch", "PyTorch"),
     ("pytorch_compiled", "PyTorch compiled"),
     ("onnx", "ONNX Runtime"),
-    ("openvino", "OpenVINO"),
+    ("openvino", f"OpenVINO {OPENVINO_PRECISION}"),
 )
 TARGET_EXCESS = {"inference": 0.05, "train_step": 0.10}  # latency ratio may exceed the FLOPs ratio by this much
 

@@ -8,6 +8,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from yolo_attn.bench.timing import quiet
@@ -78,3 +79,19 @@ def guard(entry: Entry, what: str, fn: Callable[[], Any]) -> Any:
         entry.errors.append(f"{what}: {type(exc).__name__}: {exc}")
         print(f"benchmark: {entry.name}: {what} failed\n{traceback.format_exc()}", file=sys.stderr)
         return None
+
+
+def export(entry: Entry, imgsz: int, folder: Path, fmt: str = "onnx") -> Path:
+    """Export the model with Ultralytics' exporter (`fmt` "onnx", simplified, or "openvino"; static shape).
+
+    Returns the file a runtime loads: the .onnx file, or the OpenVINO .xml inside the exported folder.
+    """
+    from ultralytics import YOLO
+
+    sub = folder / f"{fmt}-{imgsz}"
+    sub.mkdir(parents=True, exist_ok=True)
+    pt = sub / f"{entry.name}.pt"
+    build(entry).save(pt)  # a checkpoint in a temp folder: the exporter writes next to its source file
+    with quiet():
+        out = Path(YOLO(pt).export(format=fmt, imgsz=imgsz, simplify=True, device="cpu", verbose=False))
+    return next(out.glob("*.xml")) if out.is_dir() else out
