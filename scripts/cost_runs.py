@@ -9,8 +9,11 @@ import json
 import sys
 from pathlib import Path
 
-RUNTIMES = (("pytorch", "PyTorch", 0.05), ("onnx", "ONNX Runtime", 0.05), ("openvino", "OpenVINO f32", 0.05))
-STEP = ("train_step", "train step", 0.10)
+from yolo_attn.bench.report import RUNTIMES as TITLES
+from yolo_attn.bench.report import TARGET_EXCESS
+
+RUNTIMES = tuple((k, t, TARGET_EXCESS["inference"]) for k, t in TITLES if k != "pytorch_compiled")
+STEP = ("train_step", "train step", TARGET_EXCESS["train_step"])
 
 
 def table(runs: list) -> str:

@@ -119,7 +119,7 @@ def openvino_profile(path: str | Path, imgsz: int, runs: int) -> dict[str, tuple
 def layer_rows(
     nodes: dict[str, tuple[str, float]], layers: dict[int, tuple[str, float]], ms_per_gflop: float
 ) -> list[dict[str, Any]]:
-    """Per plugin layer (index -> (module, GFLOPs)): ms, FLOPs-fair ms, excess and ms per node kind."""
+    """Per plugin layer (index -> (module, GFLOPs)): its ms, its FLOPs-fair ms and its ms per node kind."""
     rows = []
     for i, (module, gflops) in layers.items():
         kinds = collections.Counter()
@@ -164,9 +164,7 @@ def profile(entries: list[Entry], imgsz: int, runs: int, folder: Path) -> list[s
             ref_ms = sum(ms for _, ms in totals[ref.name].values())
             ms_per_gflop = ref_ms / flops[ref.name][0]
             for r in layer_rows(totals[e.name], flops[e.name][1], ms_per_gflop):
-                shares = " | ".join(
-                    f"{r.get(k, 0.0) / r['ms']:.0%}" if r["ms"] else "–" for k in (*KINDS, "elementwise")
-                )
+                shares = " | ".join(f"{r.get(k, 0.0) / r['ms']:.0%}" if r["ms"] else "–" for k in KIND_NAMES)
                 lines.append(
                     f"| {e.name} | {r['layer']} | {r['module']} | {r['gflops']:.3f} | {r['ms']:.2f} | "
                     f"{r['fair_ms']:.2f} | {r['ms'] - r['fair_ms']:+.2f} | {shares} |"
