@@ -40,25 +40,10 @@ DESCRIPTION = (
 )
 KINDS = {  # node kind -> op types of ONNX Runtime (after its graph optimisation) and OpenVINO (its node types)
     "conv": {"Conv", "FusedConv", "NhwcConv", "Convolution", "GroupConvolution", "MatMul", "Gemm", "FullyConnected"},
-    "layout": {
-        "ReorderInput",
-        "ReorderOutput",
-        "Reorder",
-        "Concat",
-        "Slice",
-        "StridedSlice",
-        "Split",
-        "VariadicSplit",
-        "Reshape",
-        "Transpose",
-        "Gather",
-        "Pad",
-        "Expand",
-        "Tile",
-        "Squeeze",
-        "Unsqueeze",
-        "Identity",
-    },  # fmt: skip
+    "layout": set(
+        "ReorderInput ReorderOutput Reorder Concat Slice StridedSlice Split VariadicSplit Reshape Transpose Gather Pad "
+        "Expand Tile Squeeze Unsqueeze Identity".split()
+    ),
     "norm": {"InstanceNormalization", "GroupNormalization", "LayerNormalization", "MVN", "ReduceMean", "ReduceSum"},
 }
 KIND_NAMES = (*KINDS, "elementwise")  # every other node type is an elementwise pass
