@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolo_attn.bench.runners import openvino_model
+from yolo_attn.bench.runners import OPENVINO_PRECISION, onnx_session, openvino_model
 from yolo_attn.bench.text import machine_line
 from yolo_attn.bench.timing import load_average, machine_info
 from yolo_attn.cot import SHARE_PLANES, aggregate_for_export
@@ -43,6 +43,8 @@ K = 3
 
 
 class Shipped(nn.Module):
+    """The shipped export form, `aggregate_for_export`."""
+
     def forward(self, v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return aggregate_for_export(v, a, K)
 
@@ -91,17 +93,13 @@ def regrouped(conv: nn.Conv2d, groups: int) -> nn.Conv2d:
 
 def runners(module: nn.Module, inputs: tuple, folder: Path, name: str) -> dict[str, Callable[[], object]]:
     """ONNX Runtime and OpenVINO calls (one thread, the benchmark's settings) of `module` exported with `inputs`."""
-    import onnxruntime as ort
-
     path = folder / f"{name}.onnx"
     torch.onnx.export(module.eval(), inputs, path, opset_version=18, dynamo=False)
     feed = [x.numpy() for x in inputs]
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = onnx_session(path, 1)
     named = {i.name: x for i, x in zip(session.get_inputs(), feed)}
     compiled = openvino_model(path, 1)
-    return {"ONNX Runtime": lambda: session.run(None, named), "OpenVINO f32": lambda: compiled(feed)}
+    return {"ONNX Runtime": lambda: session.run(None, named), f"OpenVINO {OPENVINO_PRECISION}": lambda: compiled(feed)}
 
 
 def best_ms(fn: Callable[[], object], runs: int) -> float:

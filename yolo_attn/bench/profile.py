@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_attn.bench.flops import count_flops
-from yolo_attn.bench.runners import OPENVINO_PRECISION, has_openvino, openvino_model, random_images
+from yolo_attn.bench.runners import OPENVINO_PRECISION, has_openvino, onnx_session, openvino_model, random_images
 from yolo_attn.bench.text import machine_line
 from yolo_attn.bench.timing import load_average, machine_info
 from yolo_attn.bench.zoo import Entry, build, discover, export
@@ -65,13 +65,8 @@ def onnx_profile(path: str | Path, imgsz: int, runs: int) -> dict[str, tuple[str
     """Return node name -> (op type, ms per call) from ONNX Runtime's profiler, one thread, after 3 warm-up calls."""
     import json
 
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
-    opts.enable_profiling = True
-    opts.profile_file_prefix = str(Path(tempfile.gettempdir()) / "yolo_attn_profile")
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    prefix = str(Path(tempfile.gettempdir()) / "yolo_attn_profile")
+    session = onnx_session(path, 1, enable_profiling=True, profile_file_prefix=prefix)
     feed = {session.get_inputs()[0].name: random_images(1, imgsz)}
     for _ in range(3 + runs):
         session.run(None, feed)

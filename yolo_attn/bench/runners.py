@@ -64,13 +64,23 @@ def compiled_fn(model: Any, imgsz: int) -> Callable[[], Any]:
     return run
 
 
-def onnx_fn(path: str | Path, imgsz: int, threads: int, batch: int = 1) -> Callable[[], Any]:
-    """Return one ONNX Runtime inference (CPU provider, `threads` intra-op threads) of the file at `path`."""
+def onnx_session(path: str | Path, threads: int, **options: Any) -> Any:
+    """Return an ONNX Runtime session (CPU provider, `threads` intra-op threads, quiet) of the file at `path`.
+
+    `options` sets further `SessionOptions` attributes (e.g. `enable_profiling=True`).
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    for name, value in options.items():
+        setattr(opts, name, value)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_fn(path: str | Path, imgsz: int, threads: int, batch: int = 1) -> Callable[[], Any]:
+    """Return one ONNX Runtime inference (`onnx_session`) of the file at `path`."""
+    session = onnx_session(path, threads)
     name, x = session.get_inputs()[0].name, random_images(batch, imgsz)
     return lambda: session.run(None, {name: x})
 
