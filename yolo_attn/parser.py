@@ -14,7 +14,6 @@ removed by the inventory (`yolo_attn.patches`).
 import copy
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -31,7 +30,9 @@ from yolo_attn.yaml_checks import (
     check_sections,
     check_shape,
     literal_args,
+    name_source,
     parser_names,
+    yaml_name,
 )
 
 
@@ -152,9 +153,8 @@ def make_parse_model(original: Callable) -> Callable:
         try:
             return _parse_model(original, default_act, d, ch, verbose)
         except LayerError as e:  # name the file too: `yolo train` reports the message in one line
-            source = d.get("yaml_file") if isinstance(d, dict) else None
-            if source and e.args and not str(e.args[0]).startswith(f"{Path(source).name}: "):
-                e.args = (f"{Path(source).name}: {e.args[0]}", *e.args[1:])
+            if isinstance(d, dict) and d.get("yaml_file"):
+                name_source(e, yaml_name(d))
             raise
 
     parse_model.__wrapped__ = original
@@ -165,7 +165,7 @@ def _parse_model(original: Callable, default_act: nn.Module, d: dict, ch, verbos
     """Parse a model YAML dict as Ultralytics does, building plugin rows through stand-ins (see the module doc)."""
     import ultralytics.nn.tasks as tasks
 
-    check_sections(d, Path(d.get("yaml_file") or "the model YAML").name)
+    check_sections(d, yaml_name(d))
     rows = [*d["backbone"], *d["head"]]
     check_module_names(rows, vars(tasks))  # else a bare KeyError from the stock parser
     ops = row_operators(rows)

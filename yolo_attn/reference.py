@@ -20,11 +20,11 @@ inserted), relative to the stock model without plugin layers. Weight transfer re
 `model.yaml`, it survives checkpoints. YAMLs written out in full get it derived by `with_layer_map()`.
 """
 
-import difflib
 import inspect
 from collections.abc import Callable
 
 from yolo_attn import operators
+from yolo_attn.yaml_checks import closest
 
 # The built-in rows of the operator table (`yolo_attn.operators`); rows added by other packages are read live through
 # `operators.insertable()` and `operators.twins()`.
@@ -83,8 +83,8 @@ def _insert_args(k: int, entry: list, module: type, args: object) -> list:
 
 
 def _did_you_mean(name: object) -> str:
-    guess = difflib.get_close_matches(str(name), [op.name for op in operators.rows()], n=1, cutoff=0.6)
-    return f"did you mean {guess[0]!r}? " if guess else ""
+    guess = closest(name, tuple(op.name for op in operators.rows()))
+    return f"did you mean {guess!r}? " if guess else ""
 
 
 def expand(d: dict, load_base: Callable[[str], dict], modules: dict[str, type]) -> dict:

@@ -14,10 +14,10 @@ import collections.abc
 import contextlib
 import difflib
 import inspect
-import os
 import sys
 import types
 import typing
+from pathlib import Path
 
 from yolo_attn import operators
 
@@ -69,6 +69,17 @@ def check_keys(d: dict, source: object = "the model YAML") -> None:
             )
 
 
+def yaml_name(d: dict, fallback: object = "the model YAML") -> str:
+    """Return the file name a model YAML dict was read from (its `yaml_file`), else `fallback`'s, for messages."""
+    return Path(str(d.get("yaml_file") or fallback)).name
+
+
+def name_source(e: Exception, source: str) -> None:
+    """Start `e`'s message with `source: ` unless it does already: `yolo train` reports the message alone."""
+    if e.args and not str(e.args[0]).startswith(f"{source}: "):
+        e.args = (f"{source}: {e.args[0]}", *e.args[1:])
+
+
 def check_sections(d: dict, source: object = "the model YAML") -> None:
     """Raise `MissingSectionError` when a model YAML written out in full lacks `backbone:` or `head:`, naming the
     closest unknown key (a misspelled `bakbone:`). YAMLs written by reference (`base:`) have neither."""
@@ -97,7 +108,7 @@ def uses_plugin(d: dict, modules: object) -> bool:
 def check_plugin_yaml(d: dict, modules: object) -> None:
     """Check the top-level keys of `d` when it is a plugin YAML (see `uses_plugin`); leave stock YAMLs alone."""
     if isinstance(d, dict) and uses_plugin(d, modules):
-        check_keys(d, os.path.basename(str(d.get("yaml_file") or "")) or "the model YAML")
+        check_keys(d, yaml_name(d))
 
 
 # ---- rows naming plugin modules -------------------------------------------------------------------------------------

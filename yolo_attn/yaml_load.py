@@ -10,7 +10,7 @@ from pathlib import Path
 
 from yolo_attn import compat, operators
 from yolo_attn.reference import InsertionError, expand, is_reference, with_layer_map
-from yolo_attn.yaml_checks import check_plugin_yaml, check_sections
+from yolo_attn.yaml_checks import check_plugin_yaml, check_sections, name_source, yaml_name
 
 
 class _PluginNames:
@@ -33,12 +33,10 @@ def make_yaml_model_load(original: Callable) -> Callable:
             try:
                 expanded = expand(d, yaml_model_load, _insertable_modules(d))  # a base may itself be a plugin YAML
             except InsertionError as e:  # name the file: `yolo train` reports the message in one line
-                name = Path(str(d.get("yaml_file") or path)).name
-                if e.args and not str(e.args[0]).startswith(name):
-                    e.args = (f"{name}: {e.args[0]}", *e.args[1:])
+                name_source(e, yaml_name(d, path))
                 raise
             d = {**expanded, "scale": d["scale"], "yaml_file": d["yaml_file"]}
-        check_sections(d, Path(str(d.get("yaml_file") or path)).name)  # `bakbone:` would fail as a bare KeyError
+        check_sections(d, yaml_name(d, path))  # `bakbone:` would fail as a bare KeyError
         return with_layer_map(d)
 
     yaml_model_load.__wrapped__ = original
